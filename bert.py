@@ -1,0 +1,161 @@
+"""A BERT encoder written out in full: embeddings, self-attention layers, pooler.
+
+Read top to bottom: `BertEmbeddings` -> `BertLayer` (x num_hidden_layers) -> `BertPooler`.
+
+One speed idea shapes the code: padding is wasted work. Hidden states travel *unpadded*,
+as a [N, H] matrix of the N real tokens of the batch, so every projection, feed-forward and
+LayerNorm touches real tokens only. Only attention needs the [B, T] grid (each token attends
+to the tokens of its own sentence); there the tokens are scattered into a zero grid, run
+through `scaled_dot_product_attention` with the padding mask, and gathered back.
+Numerically this is the same function as the padded model (tested against `transformers`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from base_bert import BertPreTrainedModel
+from config import BertConfig
+
+ACTIVATIONS = {
+    "gelu": F.gelu,  # the exact erf form, as in the original BERT
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclass
+class Layout:
+    """Where the N real tokens sit in the [B, T] grid of the padded batch."""
+    batch: int
+    length: int
+    index: torch.Tensor | None  # [N] flat positions b*T + t of the real tokens; None = kept padded
+    mask: torch.Tensor | None   # [B, T] bool, True on real tokens; None when nothing is padded
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor, unpad: bool = True) -> "Layout":
+        mask = attention_mask.bool()
+        B, T = mask.shape
+        if bool(mask.all()):
+            return cls(B, T, None, None)
+        index = mask.flatten().nonzero().squeeze(1) if unpad else None
+        return cls(B, T, index, mask)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, ...] -> [N, ...] (flattened when nothing is padded)."""
+        x = x.reshape(self.batch * self.length, *x.shape[2:])
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [B, T, ...], zeros at padded positions."""
+        if self.index is not None:
+            grid = x.new_zeros(self.batch * self.length, *x.shape[1:])
+            x = grid.index_copy(0, self.index, x)
+        return x.view(self.batch, self.length, *x.shape[1:])
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, layout: Layout) -> torch.Tensor:
+        B, T = input_ids.shape
+        positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        x = (self.word_embeddings(layout.gather(input_ids))
+             + self.position_embeddings(layout.gather(positions))
+             + self.token_type_embeddings(layout.gather(token_type_ids)))
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused projection for queries, keys and values."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+        B, T, nh, d = layout.batch, layout.length, self.num_heads, self.head_dim
+        qkv = layout.scatter(self.qkv(x))                      # [B, T, 3H]
+        q, k, v = qkv.view(B, T, 3, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, nh, T, d]
+        # Keys at padded positions are masked out; padded query rows are discarded below.
+        mask = None if layout.mask is None else layout.mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        return layout.gather(out.transpose(1, 2).reshape(B, T, nh * d))  # [N, H]
+
+
+class BertLayer(nn.Module):
+    """Post-LayerNorm transformer layer: attention, then feed-forward, each with a residual."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertSelfAttention(config)
+        self.attention_out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor, layout: Layout, side=None) -> torch.Tensor:
+        """`side`, if given, is a module run in parallel to self-attention (e.g. a PAL)."""
+        h = self.attention_out(self.attention(x, layout))
+        if side is not None:
+            h = h + side(x, layout)
+        x = self.attention_norm(x + self.dropout(h))
+        h = self.output(self.act(self.intermediate(x)))
+        return self.output_norm(x + self.dropout(h))
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(first_token))
+
+
+class BertModel(BertPreTrainedModel):
+    def __init__(self, config: BertConfig, unpad: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = BertPooler(config)
+        self.unpad = unpad  # False runs every layer on the padded grid (for benchmarks)
+        self.init_weights()
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None):
+        """Embedding output [N, H] of the real tokens, and their layout.
+
+        Split from `encode` so adversarial training (FGSM, SMART) can perturb this output."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        layout = Layout.of(attention_mask, self.unpad)
+        return self.embeddings(input_ids, token_type_ids, layout), layout
+
+    def encode(self, x: torch.Tensor, layout: Layout, sides=None) -> dict:
+        """Run the layers on embedding output `x`. `sides` is one side module per layer, or None."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, layout, None if sides is None else sides[i])
+        hidden = layout.scatter(x)  # [B, T, H], zeros at padding
+        return {"last_hidden_state": hidden, "pooler_output": self.pooler(hidden[:, 0])}
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, sides=None) -> dict:
+        x, layout = self.embed(input_ids, attention_mask, token_type_ids)
+        return self.encode(x, layout, sides)
