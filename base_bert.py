@@ -187,10 +187,14 @@ class BertPreTrainedModel(nn.Module):
                 if not all(p in state for p in parts):
                     missing.append(name)
                     continue
+                # Check each part before fusing: a misshapen query/key/value would otherwise fail
+                # in torch.cat, or concatenate into the right total shape with the wrong split.
+                want = (param.shape[0] // len(parts), *param.shape[1:])
+                for p in parts:
+                    if tuple(state[p].shape) != want:
+                        raise CheckpointError(f"{file}: key '{p}' has shape {tuple(state[p].shape)}, "
+                                              f"the model expects {want}")
                 tensor = torch.cat([state[p] for p in parts], 0) if len(parts) > 1 else state[parts[0]]
-                if tensor.shape != param.shape:
-                    raise CheckpointError(f"{file}: key '{parts[0]}' has shape {tuple(tensor.shape)}, "
-                                          f"the model expects {tuple(param.shape)}")
                 param.copy_(tensor.to(param.dtype))
                 used.update(parts)
         unexpected = sorted(k for k in state if k not in used and k not in IGNORED_KEYS)

@@ -80,12 +80,11 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     """Multi-head self-attention with one fused projection for queries, keys and values."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.dropout_p = config.attention_probs_dropout_prob
+        self.num_heads, self.head_dim = heads, hidden // heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.dropout_p = dropout
 
     def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
         B, T, nh, d = layout.batch, layout.length, self.num_heads, self.head_dim
@@ -103,7 +102,8 @@ class BertLayer(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.attention = BertSelfAttention(config)
+        self.attention = BertSelfAttention(config.hidden_size, config.num_attention_heads,
+                                           config.attention_probs_dropout_prob)
         self.attention_out = nn.Linear(config.hidden_size, config.hidden_size)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
@@ -154,6 +154,9 @@ class BertModel(BertPreTrainedModel):
         for i, layer in enumerate(self.layers):
             x = layer(x, layout, None if sides is None else sides[i])
         hidden = layout.scatter(x)  # [B, T, H], zeros at padding
+        if layout.index is None and layout.mask is not None:
+            # unpad=False computed the padded positions too: zero them, as the unpadded path does.
+            hidden = hidden.masked_fill(~layout.mask[..., None], 0.0)
         return {"last_hidden_state": hidden, "pooler_output": self.pooler(hidden[:, 0])}
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, sides=None) -> dict:

@@ -16,6 +16,8 @@ class AdamW(Optimizer):
             raise ValueError(f"invalid betas {betas}")
         if eps < 0.0:
             raise ValueError(f"invalid eps {eps}")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay {weight_decay}")
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         correct_bias=correct_bias)
         super().__init__(params, defaults)

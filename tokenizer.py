@@ -51,22 +51,26 @@ class BertTokenizer:
         return cls(folder / "vocab.txt", lowercase=lowercase, max_length=max_length)
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> list[tuple[list, list]]:
-        """Token ids and token type ids of each text (or text pair), truncated, unpadded."""
+        """(token ids, token type ids, truncated?) of each text (or text pair), unpadded."""
         if pairs is None:
             encs = self.tok.encode_batch(texts)
         else:
             if len(pairs) != len(texts):
                 raise ValueError("texts and pairs must have the same length")
             encs = self.tok.encode_batch(list(zip(texts, pairs)))
-        return [(e.ids, e.type_ids) for e in encs]
+        return [(e.ids, e.type_ids, bool(e.overflowing)) for e in encs]
+
+    @staticmethod
+    def was_truncated(item) -> bool:
+        return item[2]
 
     def pad(self, items: list[tuple[list, list]]) -> dict:
         """Pad encoded items to the longest one: input_ids, token_type_ids, attention_mask [B, T]."""
-        T = max(len(ids) for ids, _ in items)
+        T = max(len(item[0]) for item in items)
         input_ids = torch.full((len(items), T), self.pad_id, dtype=torch.long)
         types = torch.zeros((len(items), T), dtype=torch.long)
         mask = torch.zeros((len(items), T), dtype=torch.long)
-        for i, (ids, tt) in enumerate(items):
+        for i, (ids, tt, *_) in enumerate(items):
             input_ids[i, :len(ids)] = torch.tensor(ids)
             types[i, :len(tt)] = torch.tensor(tt)
             mask[i, :len(ids)] = 1

@@ -1,0 +1,76 @@
+"""Dev metrics and leaderboard prediction files.
+
+SST: accuracy of the argmax class. PARA: accuracy of sigmoid(logit) > 0.5. STS: Pearson r of
+the predicted similarity. Overall = (SST acc + PARA acc + (STS r + 1) / 2) / 3, the CS224N formula.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from batching import eval_order
+
+# Column names exactly as the leaderboard reads them ("Similiary" is the leaderboard's spelling).
+HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
+           "sts": "Predicted_Similiary"}
+METRIC_NAMES = {"sst": "sst_acc", "para": "para_acc", "sts": "sts_r"}
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+def task_metric(task: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    if task == "sts":
+        return pearson(preds.astype(np.float64), labels.astype(np.float64))
+    return float((preds == labels).mean())
+
+
+def overall(metrics: dict) -> float:
+    """The leaderboard score; tasks not evaluated count as 0 (STS as r = -1)."""
+    return (metrics.get("sst_acc", 0.0) + metrics.get("para_acc", 0.0)
+            + (metrics.get("sts_r", -1.0) + 1) / 2) / 3
+
+
+@torch.no_grad()
+def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
+    """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
+    was_training = model.training
+    model.eval()
+    out = np.zeros(len(data), dtype=np.float32 if data.task == "sts" else np.int64)
+    for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
+                      leave=False, disable=desc is False):
+        batch = model.to_device(data.batch(index), device)
+        out[index] = model.predict(data.task, batch).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, dev: dict, batch_size: int = 128, device="cpu") -> tuple[dict, dict]:
+    """Metrics over the dev sets in `dev` (task -> TaskData), and the predictions."""
+    metrics, preds = {}, {}
+    for task, data in dev.items():
+        preds[task] = predict(model, data, batch_size, device, desc=f"dev {task}")
+        metrics[METRIC_NAMES[task]] = task_metric(task, preds[task], data.labels.numpy())
+    metrics["overall"] = overall(metrics)
+    return metrics, preds
+
+
+def write_predictions(path, task: str, ids: list[str], preds: np.ndarray):
+    """One leaderboard file: a header line, then `id , value ` per example. Written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"id \t {HEADERS[task]} \n")
+        for i, p in zip(ids, preds):
+            f.write(f"{i} , {round(float(p), 4) if task == 'sts' else int(p)} \n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
