@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,18 +26,41 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import distributed
+from adversarial import Capture, fgsm_loss, smart_regularizer
 from base_bert import CheckpointError
 from batching import TASKS, TaskStream, encode_task
 from bert import BertModel
+from checkpoint import read_json
 from config import BertConfig, ConfigError
 from datasets import DataError, load
-from evaluation import METRIC_NAMES, evaluate, predict, write_predictions
+from evaluation import evaluate, predict, write_predictions
 from heads import cosine_similarity_score, mlp, pair_features, pool
+from losses import mnrl_loss
 from optimizer import AdamW
+from pal import PAL
+from pcgrad import pcgrad_backward
+from run_folder import (
+    load_state,
+    load_weights,
+    plot_curves,
+    save_best,
+    save_state,
+    summary_table,
+    write_metrics,
+)
 from samplers import KINDS, TaskSampler
 from tokenizer import BertTokenizer
 
 NUM_SENTIMENTS = 5
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do. `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 class MultitaskBERT(nn.Module):
@@ -50,26 +74,29 @@ class MultitaskBERT(nn.Module):
         n_feats = 2 if args.para_features == "concat" else 4
         self.para_head = mlp(H if args.para_head == "cross" else n_feats * H, H, 1, p)
         self.sts_head = mlp(H, H, 1, p) if args.sts_head == "cross" else None
+        cfg = bert.config
+        self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
+                       cfg.attention_probs_dropout_prob) if args.pal else None
 
     # -- encoding --------------------------------------------------------------------------
-    def embed(self, inputs: dict, hook=None) -> torch.Tensor:
+    def embed(self, task: str, inputs: dict, hook=None) -> torch.Tensor:
         """Pooled sentence embeddings [B, H]. `hook(x)` may replace the embedding output
-        (adversarial training perturbs it there)."""
+        (adversarial training perturbs it there); with PAL the encoder depends on the task."""
         x, layout = self.bert.embed(inputs["input_ids"], inputs["attention_mask"],
                                     inputs["token_type_ids"])
         if hook is not None:
             x = hook(x)
-        out = self.bert.encode(x, layout)
+        out = self.bert.encode(x, layout, None if self.pal is None else self.pal.sides(task))
         return pool(out["last_hidden_state"], inputs["attention_mask"], out["pooler_output"],
                     self.args.pooling)
 
-    def embed_pair(self, batch: dict, hook=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_pair(self, task: str, batch: dict, hook=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of both sentences of a bi-encoded pair, in one encoder call."""
         a, b = batch["a"], batch["b"]
         T = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
         both = {k: torch.cat([F.pad(a[k], (0, T - a[k].shape[1])),
                               F.pad(b[k], (0, T - b[k].shape[1]))]) for k in a}
-        e = self.embed(both, hook)
+        e = self.embed(task, both, hook)
         return e[:len(a["input_ids"])], e[len(a["input_ids"]):]
 
     # -- task outputs ------------------------------------------------------------------------
@@ -77,15 +104,15 @@ class MultitaskBERT(nn.Module):
         """Raw outputs of `task`: logits (SST [B, 5], PARA [B]) or scores (STS [B], 0-5),
         plus the sentence embeddings used (`u`, and `v` for bi-encoded pairs)."""
         if task == "sst":
-            u = self.embed(batch["a"], hook)
+            u = self.embed(task, batch["a"], hook)
             return {"out": self.sst_head(u), "u": u}
         cross = (self.args.para_head if task == "para" else self.args.sts_head) == "cross"
         if cross:
-            u = self.embed(batch["a"], hook)
+            u = self.embed(task, batch["a"], hook)
             head = self.para_head if task == "para" else self.sts_head
             y = head(u).squeeze(-1)
             return {"out": y if task == "para" else 5.0 * torch.sigmoid(y), "u": u}
-        u, v = self.embed_pair(batch, hook)
+        u, v = self.embed_pair(task, batch, hook)
         if task == "para":
             return {"out": self.para_head(pair_features(u, v, self.args.para_features)).squeeze(-1),
                     "u": u, "v": v}
@@ -122,7 +149,18 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
 
 def training_loss(model: MultitaskBERT, task: str, batch: dict, args) -> torch.Tensor:
     """The task loss plus whichever extensions are switched on."""
-    loss, _ = task_loss(model, task, batch)
+    captured = Capture() if (args.fgsm or args.smart) else None
+    clean, out = task_loss(model, task, batch, captured)
+    loss = clean
+    if args.mnrl:
+        extra = mnrl_loss(task, out, batch["labels"])
+        if extra is not None:
+            loss = loss + args.mnrl_wt * extra
+    if args.fgsm:
+        loss = loss + fgsm_loss(model, task, batch, clean, captured, args.fgsm_eps, task_loss)
+    if args.smart:
+        loss = loss + args.smart_wt * smart_regularizer(
+            model, task, batch, out["out"], captured.x, args.smart_eps, steps=args.smart_steps)
     return loss
 
 
@@ -193,42 +231,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-# -- run folder --------------------------------------------------------------------------------
-def save_checkpoint(model: MultitaskBERT, args, folder: Path, tokenizer_dir: Path):
-    """Weights (safetensors) + JSON configs + the vocabulary: a self-contained, pickle-free run."""
-    from safetensors.torch import save_file
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(model.bert.config.to_dict(), indent=2))
-    (tmp / "args.json").write_text(json.dumps(vars(args), indent=2))
-    for f in ("vocab.txt", "tokenizer_config.json"):
-        if (tokenizer_dir / f).is_file():
-            (tmp / f).write_bytes((tokenizer_dir / f).read_bytes())
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        import shutil
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, folder)
-
-
-def load_weights(model: nn.Module, folder: Path):
-    from safetensors.torch import load_file
-    file = folder / "model.safetensors"
-    try:
-        state = load_file(str(file))
-    except Exception as e:
-        raise CheckpointError(f"{file}: cannot read weights ({type(e).__name__})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{file}: does not match the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
-
-
 def write_all_predictions(model, data: dict, args, device):
     for task in TASKS:
         for split in ("dev", "test"):
@@ -237,131 +239,176 @@ def write_all_predictions(model, data: dict, args, device):
             write_predictions(getattr(args, f"{task}_{split}_out"), task, data[task, split].ids, preds)
 
 
-def plot_curves(history: list[dict], path: Path):
-    """Train loss per task and dev metrics per epoch, one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for t in TASKS:
-        if any(f"loss_{t}" in h for h in history):
-            ax1.plot(epochs, [h.get(f"loss_{t}", float("nan")) for h in history], "o-", label=t)
-    ax1.set(xlabel="epoch", ylabel="mean train loss", title="training loss")
-    ax1.legend()
-    for key in (*METRIC_NAMES.values(), "overall"):
-        ax2.plot(epochs, [h[key] for h in history], "o-", label=key)
-    ax2.set(xlabel="epoch", ylabel="dev metric", title="dev metrics")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to finish the current step, save and exit."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        tqdm.write(f"{self.signal}: finishing this step, then saving and exiting")
 
 
-def summary_table(history: list[dict], best: dict, wall: float, examples: int) -> str:
-    rows = [("SST accuracy", f"{best['sst_acc']:.4f}"), ("PARA accuracy", f"{best['para_acc']:.4f}"),
-            ("STS Pearson r", f"{best['sts_r']:.4f}"), ("overall", f"{best['overall']:.4f}"),
-            ("best epoch", str(best["epoch"])), ("epochs run", str(len(history))),
-            ("wall time", f"{wall / 60:.1f} min"),
-            ("training examples/s", f"{examples / max(1e-9, sum(h['train_s'] for h in history)):.1f}")]
-    w = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+def prepare_run_dir(args) -> Path:
+    run_dir = Path(args.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a folder")
+    if run_dir.exists() and any(run_dir.iterdir()) and not (args.overwrite or args.resume):
+        raise RunError(f"{run_dir}: run folder exists and is not empty; pass --overwrite to replace "
+                       f"it or --resume {run_dir} to continue it")
+    return run_dir
 
 
 def train(args, device) -> dict:
     t_start = time.time()
+    rank, world = distributed.setup(device)
+    main_rank = rank == 0
     raw = load_all(args)  # validation first: a bad file stops here, before anything is written
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
+    run_dir = prepare_run_dir(args)
     model = build_model(args).to(device)
-    run_dir = Path(args.out_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.overwrite:
-        raise SystemExit(f"error: {run_dir} exists and is not empty; pass --overwrite or choose "
-                         "another --out_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(vars(args), indent=2))
+    distributed.broadcast_parameters(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    if model.pal is not None:
+        print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
 
     tasks = list(args.tasks)
     sizes = {t: len(data[t, "train"]) for t in tasks}
     bs = {t: getattr(args, f"{t}_batch_size") or args.batch_size for t in tasks}
     n_batches = sum(math.ceil(sizes[t] / bs[t]) for t in tasks)
     steps = args.steps_per_epoch or max(1, round(n_batches / (len(tasks) if args.update == "global" else 1)))
-    total = steps * args.epochs
-    streams = {t: TaskStream(data[t, "train"], bs[t], args.seed, bucket=not args.no_bucket) for t in tasks}
+    total, warmup = steps * args.epochs, int(args.warmup_ratio * steps * args.epochs)
+    streams = {t: TaskStream(data[t, "train"], bs[t], args.seed, not args.no_bucket, rank, world)
+               for t in tasks}
     sampler = TaskSampler(sizes, args.sampling, args.sample_wt, args.epochs, args.seed)
     optimizer = build_optimizer(model, args)
-    warmup = int(args.warmup_ratio * total)
-    print(f"training {', '.join(f'{t}: {sizes[t]}' for t in tasks)} examples; {args.epochs} epochs "
-          f"of {steps} steps ({args.update} updates, {args.sampling} sampling)")
-
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    shared = [p for p in model.bert.parameters() if p.requires_grad]
     dev = {t: data[t, "dev"] for t in TASKS}
-    history, best, n_examples = [], None, 0
-    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-    for epoch in range(args.epochs):
-        model.train()
-        plan = sampler.epoch_tasks(epoch, steps)
-        loss_sum, loss_n = {t: 0.0 for t in tasks}, {t: 0 for t in tasks}
+
+    # Loop progress: everything a resumed run needs besides weights, optimizer and RNG states.
+    prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0,
+            "loss_sum": {t: 0.0 for t in tasks}, "loss_n": {t: 0 for t in tasks},
+            "train_s": 0.0, "streams": {}}
+    if args.resume and (run_dir / "state").is_dir():
+        prog = load_state(run_dir / "state", model, optimizer)
+        for t, st in prog["streams"].items():
+            streams[t].load_state_dict(st)
+        print(f"resumed {run_dir} at step {prog['step']} of {total}")
+    elif main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(vars(args), indent=2))
+    print(f"training {', '.join(f'{t}: {sizes[t]}' for t in tasks)} examples; {args.epochs} epochs "
+          f"of {steps} steps ({args.update} updates, {args.sampling} sampling); {n_params:,} parameters")
+
+    def checkpoint():
+        prog["streams"] = {t: s.state_dict() for t, s in streams.items()}
+        if main_rank:
+            save_state(run_dir / "state", model, optimizer, prog)
+
+    stop = StopRequest()
+    pcgrad_rng = random.Random(args.seed)
+    bar, plan = None, None
+    while prog["step"] < total:
+        epoch, i = divmod(prog["step"], steps)
+        if bar is None:
+            plan = sampler.epoch_tasks(epoch, steps)
+            bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
         t0 = time.time()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{args.epochs}")
-        for step in bar:
-            step_tasks = tasks if args.update == "global" else [plan[step]]
-            for g in optimizer.param_groups:
-                g.setdefault("base_lr", g["lr"])
-                g["lr"] = g["base_lr"] * lr_factor(epoch * steps + step, total, warmup)
-            losses = {}
-            for t in step_tasks:
-                batch = model.to_device(next(streams[t]), device)
-                n_examples += len(batch["index"])
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    losses[t] = training_loss(model, t, batch, args)
-            bad = [t for t, l in losses.items() if not torch.isfinite(l)]
-            if bad:
-                raise FloatingPointError(f"non-finite {bad[0]} loss at epoch {epoch + 1} step {step + 1}")
-            sum(losses.values()).backward()
+        model.train()
+        for g, lr in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = lr * lr_factor(prog["step"], total, warmup)
+
+        # One optimizer step: a batch of one task (local) or of every task (global).
+        losses = {}
+        for t in (tasks if args.update == "global" else [plan[i]]):
+            batch = model.to_device(next(streams[t]), device)
+            prog["examples"] += len(batch["index"]) * world
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                losses[t] = training_loss(model, t, batch, args)
+        bad = [t for t, l in losses.items() if not torch.isfinite(l)]
+        if bad and not args.skip_nonfinite:
+            raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
+                           f"the last good state is in {run_dir / 'state'} (--skip_nonfinite skips such batches)")
+        if bad:
+            prog["skipped"] += 1
+        else:
+            if args.pcgrad:
+                pcgrad_backward(list(losses.values()), shared, pcgrad_rng)
+            else:
+                sum(losses.values()).backward()
+            distributed.average_gradients(model)
             if args.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             for t, l in losses.items():
-                loss_sum[t] += l.item()
-                loss_n[t] += 1
-            bar.set_postfix({t: f"{loss_sum[t] / max(1, loss_n[t]):.3f}" for t in tasks})
-        train_s = time.time() - t0
-        metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
-        record = {"epoch": epoch + 1, **metrics, "train_s": train_s,
-                  **{f"loss_{t}": loss_sum[t] / loss_n[t] for t in tasks if loss_n[t]}}
-        history.append(record)
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
-              + f" ({train_s:.0f}s training)")
-        if best is None or metrics["overall"] > best["overall"]:
-            best = record
-            save_checkpoint(model, args, run_dir / "best", tokenizer_dir(args.bert_model))
-    metrics_file.close()
-    plot_curves(history, run_dir / "curves.png")
+                prog["loss_sum"][t] += l.item()
+                prog["loss_n"][t] += 1
+        optimizer.zero_grad(set_to_none=True)
+        prog["step"] += 1
+        prog["train_s"] += time.time() - t0
+        bar.update(1)
+        bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
 
-    # Predictions come from the best epoch's weights.
-    load_weights(model, run_dir / "best")
+        if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
+            bar.close()
+            bar = None
+            metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
+            record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
+                      **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t] for t in tasks if prog["loss_n"][t]}}
+            prog["history"].append(record)
+            prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
+            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
+                  + f" ({record['train_s']:.0f}s training)")
+            if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
+                prog["best"] = record
+                save_best(model, args, run_dir / "best")
+            if main_rank:
+                write_metrics(prog["history"], run_dir / "metrics.jsonl")
+            checkpoint()
+        elif args.save_every and prog["step"] % args.save_every == 0:
+            checkpoint()
+        if stop.signal:
+            checkpoint()
+            raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
+                           f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
+
+    history, best = prog["history"], prog["best"]
+    if not main_rank:
+        return best
+    if prog["skipped"]:
+        print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
+    plot_curves(history, run_dir / "curves.png")
+    load_weights(model, run_dir / "best")  # predictions come from the best epoch's weights
     write_all_predictions(model, data, args, device)
     wall = time.time() - t_start
-    print("\nbest dev results\n" + summary_table(history, best, wall, n_examples))
-    (run_dir / "summary.json").write_text(json.dumps({"best": best, "wall_s": wall,
-                                                      "examples": n_examples}, indent=2))
+    print("\nbest dev results\n" + summary_table(history, best, wall, prog["examples"]))
+    (run_dir / "summary.json").write_text(json.dumps(
+        {"best": best, "wall_s": wall, "examples": prog["examples"], "parameters": n_params,
+         "skipped_steps": prog["skipped"]}, indent=2))
     return best
 
 
-def tokenizer_dir(name: str) -> Path:
-    from base_bert import resolve_model_dir
-    return resolve_model_dir(name)
+def saved_args(folder: Path, file: str) -> argparse.Namespace:
+    """Arguments saved in a run, validated by the same parser as the command line."""
+    saved = read_json(folder / file)
+    try:
+        return get_parser().parse_args(args_to_argv(saved))
+    except SystemExit:
+        raise CheckpointError(f"{folder / file}: not a valid configuration (see the message above)") from None
 
 
 def eval_only(args, device) -> dict:
     """Evaluate a saved run on dev and write the six prediction files."""
     folder = Path(args.checkpoint)
     folder = folder / "best" if (folder / "best").is_dir() else folder
-    saved = json.loads((folder / "args.json").read_text())
-    margs = get_parser().parse_args(args_to_argv(saved))  # validated like command-line input
+    margs = saved_args(folder, "args.json")
     raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))
     tokenizer = BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
     data = encode_all(raw, tokenizer, margs)
@@ -390,7 +437,6 @@ def args_to_argv(d: dict) -> list[str]:
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
     g = p.add_argument_group("model")
     g.add_argument("--bert_model", default="minilm",
                    help="'minilm' (bundled all-MiniLM-L6-v2), a checkpoint folder, or a Hugging Face "
@@ -428,6 +474,25 @@ def get_parser() -> argparse.ArgumentParser:
                         "batch of every task")
     g.add_argument("--max_train_examples", type=int, default=0, help="cap per task (0 = all), for smoke runs")
     g.add_argument("--seed", type=int, default=11711, help="random seed")
+    g = p.add_argument_group("extensions")
+    g.add_argument("--fgsm", action="store_true", help="FGSM adversarial training on the embedding output")
+    g.add_argument("--fgsm_eps", type=float, default=1e-5, help="FGSM step ε")
+    g.add_argument("--mnrl", action="store_true", help="add multiple-negatives ranking loss (SST, PARA)")
+    g.add_argument("--mnrl_wt", type=float, default=0.5, help="weight of the MNRL term")
+    g.add_argument("--pcgrad", action="store_true", help="PCGrad gradient surgery (implies --update global)")
+    g.add_argument("--pal", action="store_true", help="task-specific Projected Attention Layers")
+    g.add_argument("--pal_dim", type=int, default=64, help="PAL projection size")
+    g.add_argument("--pal_heads", type=int, default=4, help="PAL attention heads")
+    g.add_argument("--smart", action="store_true", help="SMART smoothness-inducing adversarial regulariser")
+    g.add_argument("--smart_wt", type=float, default=1.0, help="weight of the SMART term")
+    g.add_argument("--smart_eps", type=float, default=1e-5, help="SMART perturbation bound (L-inf)")
+    g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
+    g = p.add_argument_group("robustness")
+    g.add_argument("--save_every", type=int, default=200,
+                   help="save the training state every N steps (0 = only at epoch ends)")
+    g.add_argument("--resume", default="", help="continue the run in this folder from its saved state")
+    g.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("speed")
     g.add_argument("--use_gpu", action="store_true", help="train on CUDA (bf16 autocast)")
     g.add_argument("--eval_batch_size", type=int, default=128, help="batch size for evaluation")
@@ -454,21 +519,27 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    if args.eval_only and not args.checkpoint:
-        print("error: --eval_only needs --checkpoint RUN_DIR", file=sys.stderr)
-        return 2
-    if not args.out_dir:
-        args.out_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.use_gpu and not torch.cuda.is_available():
-        print("error: --use_gpu given but CUDA is not available", file=sys.stderr)
-        return 2
-    device = torch.device("cuda" if args.use_gpu else "cpu")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
     try:
+        if args.resume:  # continue with the run's own configuration
+            resume = args.resume
+            args = saved_args(Path(resume), "config.json")
+            args.resume, args.out_dir = resume, resume
+        if args.eval_only and not args.checkpoint:
+            raise RunError("--eval_only needs --checkpoint RUN_DIR", code=2)
+        if args.pcgrad:
+            args.update = "global"
+        if not args.out_dir:
+            args.out_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.use_gpu and not torch.cuda.is_available():
+            raise RunError("--use_gpu given but CUDA is not available", code=2)
+        device = torch.device("cuda" if args.use_gpu else "cpu")
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
         if args.eval_only:
             eval_only(args, device)
         else:
@@ -476,6 +547,14 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except OSError as e:  # disk full, permission denied: say which file, keep what was saved
+        print(f"error: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.cleanup()
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -498,7 +497,7 @@ def test_unlabelled_file(tmp_path, kind):
     p = tmp_path / "test.csv"
     p.write_text(text(HEADERS[kind][:-1], [r[:-1] for r in good_rows(kind)]))
     all_good(load(p, kind, False), kind, labelled=False)
-    with pytest.raises(DataError, match=f"header lacks column"):
+    with pytest.raises(DataError, match="header lacks column"):
         load(p, kind, True)
 
 

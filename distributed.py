@@ -1,0 +1,53 @@
+"""Data parallelism with torch.distributed, for `torchrun --nproc_per_node=N multitask_classifier.py`.
+
+This does what DistributedDataParallel does — broadcast rank 0's weights at start, all-reduce
+(average) gradients every step — with the collectives called directly: DDP's reducer expects one
+forward per backward, while FGSM and SMART run several forwards and PCGrad several backwards per
+step. Averaging once after the step's backward composes with all of them. Every rank draws the
+same task sequence and the same global batches (shared seed) and keeps its shard of each batch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def broadcast_parameters(model: torch.nn.Module):
+    """Start every rank from rank 0's weights and buffers."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(t.data, src=0)
+
+
+def average_gradients(model: torch.nn.Module):
+    """Mean of every gradient over ranks, in one flat all-reduce."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def cleanup():
+    if dist.is_initialized():
+        dist.destroy_process_group()

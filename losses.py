@@ -1,0 +1,55 @@
+"""Multiple-negatives ranking loss (Henderson et al., 2017; the SBERT MNRL) over sentence embeddings.
+
+Similarity: cosine, multiplied by a scale of 20 (the SBERT default), so the softmax over
+candidates is sharp enough to learn from.
+
+- PARA: every duplicate pair (u_i, v_i) of the batch is an (anchor, positive); the candidates
+  for anchor u_i are all second sentences v_j of the batch, so the other pairs' sentences are
+  in-batch negatives. Loss = mean over duplicate pairs of cross-entropy(scale·cos(u_i, v_·), i).
+- SST: sentences sharing a label are positives, the rest negatives. For anchor i, every other
+  sentence k of the batch is a candidate; the loss averages −log softmax_k(scale·cos(e_i, e_k))[j]
+  over the positives j of i, then over anchors that have a positive (supervised contrastive form).
+A batch without any positive contributes zero.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SCALE = 20.0
+
+
+def cos_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def mnrl_pairs(u: torch.Tensor, v: torch.Tensor, positive: torch.Tensor, scale: float = SCALE):
+    """Anchors u[positive] against candidates v (all of the batch); targets are the own partners."""
+    idx = positive.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return u.sum() * 0.0
+    scores = scale * cos_matrix(u[idx], v)
+    return F.cross_entropy(scores, idx)
+
+
+def mnrl_labels(e: torch.Tensor, labels: torch.Tensor, scale: float = SCALE):
+    """Every sentence is an anchor; same-label sentences are its positives, others negatives."""
+    n = len(labels)
+    scores = scale * cos_matrix(e, e)
+    eye = torch.eye(n, dtype=torch.bool, device=e.device)
+    log_p = scores.masked_fill(eye, float("-inf")).log_softmax(-1)  # never a candidate to itself
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    has_pos = pos.any(1)
+    if not has_pos.any():
+        return e.sum() * 0.0
+    per_anchor = -(log_p.masked_fill(~pos, 0.0).sum(1)) / pos.sum(1).clamp(min=1)
+    return per_anchor[has_pos].mean()
+
+
+def mnrl_loss(task: str, out: dict, labels: torch.Tensor) -> torch.Tensor | None:
+    """The MNRL term for `task` given the model outputs (embeddings), or None where undefined."""
+    if task == "sst":
+        return mnrl_labels(out["u"], labels)
+    if task == "para" and "v" in out:
+        return mnrl_pairs(out["u"], out["v"], labels.bool())
+    return None

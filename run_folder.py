@@ -1,0 +1,108 @@
+"""What a run leaves behind: checkpoints, metrics, learning curves, the summary table.
+
+    RUN_DIR/config.json        resolved arguments
+    RUN_DIR/metrics.jsonl      one line of dev metrics and mean train losses per epoch
+    RUN_DIR/best/              best-by-dev-overall weights: model.safetensors, config.json (BERT),
+                               args.json, vocab.txt, tokenizer_config.json (self-contained)
+    RUN_DIR/state/             the latest training state, for --resume (safetensors + JSON)
+    RUN_DIR/curves.png         train loss per task, dev metrics per epoch
+    RUN_DIR/summary.json       best epoch's metrics, wall time, throughput
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from base_bert import CheckpointError, resolve_model_dir
+from batching import TASKS
+from checkpoint import (
+    optimizer_from_parts,
+    optimizer_to_parts,
+    read_json,
+    read_tensors,
+    rng_state,
+    set_rng_state,
+    write_folder,
+)
+from evaluation import METRIC_NAMES
+
+
+def save_best(model, args, folder: Path):
+    """Weights + JSON configs + the vocabulary: loadable with no other file and no pickle."""
+    tok_dir = resolve_model_dir(args.bert_model)
+    files = {f: tok_dir / f for f in ("vocab.txt", "tokenizer_config.json") if (tok_dir / f).is_file()}
+    write_folder(folder, {"model.safetensors": model.state_dict()},
+                 {"config.json": json.dumps(model.bert.config.to_dict(), indent=2),
+                  "args.json": json.dumps(vars(args), indent=2)}, files)
+
+
+def load_weights(model: nn.Module, folder: Path):
+    file = Path(folder) / "model.safetensors"
+    state = read_tensors(file)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{file}: does not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
+def save_state(folder: Path, model, optimizer, progress: dict):
+    """Everything --resume needs: weights, optimizer moments, RNG states, loop progress."""
+    opt_tensors, opt_meta = optimizer_to_parts(optimizer)
+    rng_tensors, rng_meta = rng_state()
+    write_folder(folder, {"model.safetensors": model.state_dict(),
+                          "optimizer.safetensors": opt_tensors, "rng.safetensors": rng_tensors},
+                 {"trainer.json": json.dumps({"progress": progress, "optimizer": opt_meta,
+                                              "rng": rng_meta})})
+
+
+def load_state(folder: Path, model, optimizer) -> dict:
+    folder = Path(folder)
+    meta = read_json(folder / "trainer.json")
+    load_weights(model, folder)
+    optimizer_from_parts(optimizer, read_tensors(folder / "optimizer.safetensors"), meta["optimizer"])
+    set_rng_state(read_tensors(folder / "rng.safetensors"), meta["rng"])
+    return meta["progress"]
+
+
+def write_metrics(history: list[dict], path: Path):
+    write_folder_file(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def write_folder_file(path: Path, text: str):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def plot_curves(history: list[dict], path: Path):
+    """Train loss per task and dev metrics per epoch, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for t in TASKS:
+        if any(f"loss_{t}" in h for h in history):
+            ax1.plot(epochs, [h.get(f"loss_{t}", float("nan")) for h in history], "o-", label=t)
+    ax1.set(xlabel="epoch", ylabel="mean train loss", title="training loss")
+    ax1.legend()
+    for key in (*METRIC_NAMES.values(), "overall"):
+        ax2.plot(epochs, [h[key] for h in history], "o-", label=key)
+    ax2.set(xlabel="epoch", ylabel="dev metric", title="dev metrics")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(history: list[dict], best: dict, wall: float, examples: int) -> str:
+    train_s = sum(h["train_s"] for h in history)
+    rows = [("SST accuracy", f"{best['sst_acc']:.4f}"), ("PARA accuracy", f"{best['para_acc']:.4f}"),
+            ("STS Pearson r", f"{best['sts_r']:.4f}"), ("overall", f"{best['overall']:.4f}"),
+            ("best epoch", str(best["epoch"])), ("epochs run", str(len(history))),
+            ("wall time", f"{wall / 60:.1f} min"),
+            ("training examples/s", f"{examples / max(1e-9, train_s):.1f}")]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
