@@ -240,12 +240,19 @@ def write_all_predictions(model, data: dict, args, device):
 
 
 class StopRequest:
-    """SIGINT/SIGTERM ask the loop to finish the current step, save and exit."""
+    """While active, SIGINT/SIGTERM ask the loop to finish the current step, save and exit."""
 
     def __init__(self):
-        self.signal = None
+        self.signal, self._previous = None, {}
+
+    def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.signal is not None:  # a second Ctrl-C: stop now
@@ -312,72 +319,72 @@ def train(args, device) -> dict:
         if main_rank:
             save_state(run_dir / "state", model, optimizer, prog)
 
-    stop = StopRequest()
-    pcgrad_rng = random.Random(args.seed)
-    bar, plan = None, None
-    while prog["step"] < total:
-        epoch, i = divmod(prog["step"], steps)
-        if bar is None:
-            plan = sampler.epoch_tasks(epoch, steps)
-            bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
-        t0 = time.time()
-        model.train()
-        for g, lr in zip(optimizer.param_groups, base_lrs):
-            g["lr"] = lr * lr_factor(prog["step"], total, warmup)
+    with StopRequest() as stop:
+        bar, plan = None, None
+        while prog["step"] < total:
+            epoch, i = divmod(prog["step"], steps)
+            if bar is None:
+                plan = sampler.epoch_tasks(epoch, steps)
+                bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
+            t0 = time.time()
+            model.train()
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * lr_factor(prog["step"], total, warmup)
 
-        # One optimizer step: a batch of one task (local) or of every task (global).
-        losses = {}
-        for t in (tasks if args.update == "global" else [plan[i]]):
-            batch = model.to_device(next(streams[t]), device)
-            prog["examples"] += len(batch["index"]) * world
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                losses[t] = training_loss(model, t, batch, args)
-        bad = [t for t, l in losses.items() if not torch.isfinite(l)]
-        if bad and not args.skip_nonfinite:
-            raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
-                           f"the last good state is in {run_dir / 'state'} (--skip_nonfinite skips such batches)")
-        if bad:
-            prog["skipped"] += 1
-        else:
-            if args.pcgrad:
-                pcgrad_backward(list(losses.values()), shared, pcgrad_rng)
+            # One optimizer step: a batch of one task (local) or of every task (global).
+            losses = {}
+            for t in (tasks if args.update == "global" else [plan[i]]):
+                batch = model.to_device(next(streams[t]), device)
+                prog["examples"] += len(batch["index"]) * world
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    losses[t] = training_loss(model, t, batch, args)
+            bad = [t for t, l in losses.items() if not torch.isfinite(l)]
+            if bad and not args.skip_nonfinite:
+                raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
+                               f"the last good state is in {run_dir / 'state'} (--skip_nonfinite skips such batches)")
+            if bad:
+                prog["skipped"] += 1
             else:
-                sum(losses.values()).backward()
-            distributed.average_gradients(model)
-            if args.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
-            for t, l in losses.items():
-                prog["loss_sum"][t] += l.item()
-                prog["loss_n"][t] += 1
-        optimizer.zero_grad(set_to_none=True)
-        prog["step"] += 1
-        prog["train_s"] += time.time() - t0
-        bar.update(1)
-        bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
+                if args.pcgrad:
+                    pcgrad_backward(list(losses.values()), shared,
+                                    random.Random(f"{args.seed}-{prog['step']}"))  # resumable
+                else:
+                    sum(losses.values()).backward()
+                distributed.average_gradients(model)
+                if args.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                optimizer.step()
+                for t, l in losses.items():
+                    prog["loss_sum"][t] += l.item()
+                    prog["loss_n"][t] += 1
+            optimizer.zero_grad(set_to_none=True)
+            prog["step"] += 1
+            prog["train_s"] += time.time() - t0
+            bar.update(1)
+            bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
 
-        if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
-            bar.close()
-            bar = None
-            metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
-            record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
-                      **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t] for t in tasks if prog["loss_n"][t]}}
-            prog["history"].append(record)
-            prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
-            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
-                  + f" ({record['train_s']:.0f}s training)")
-            if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
-                prog["best"] = record
-                save_best(model, args, run_dir / "best")
-            if main_rank:
-                write_metrics(prog["history"], run_dir / "metrics.jsonl")
-            checkpoint()
-        elif args.save_every and prog["step"] % args.save_every == 0:
-            checkpoint()
-        if stop.signal:
-            checkpoint()
-            raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
-                           f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
+            if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
+                bar.close()
+                bar = None
+                metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
+                record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
+                          **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t] for t in tasks if prog["loss_n"][t]}}
+                prog["history"].append(record)
+                prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
+                print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
+                      + f" ({record['train_s']:.0f}s training)")
+                if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
+                    prog["best"] = record
+                    save_best(model, args, run_dir / "best")
+                if main_rank:
+                    write_metrics(prog["history"], run_dir / "metrics.jsonl")
+                checkpoint()
+            elif args.save_every and prog["step"] % args.save_every == 0:
+                checkpoint()
+            if stop.signal:
+                checkpoint()
+                raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
+                               f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
 
     history, best = prog["history"], prog["best"]
     if not main_rank:

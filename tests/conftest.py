@@ -57,3 +57,67 @@ TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_h
 def tiny_config():
     """Factory of a tiny random-model config; keyword arguments override fields."""
     return lambda **kw: BertConfig(**{**TINY, **kw})
+
+
+# -- end-to-end runs of multitask_classifier.py on a tiny model and tiny data ------------------
+DATA_FILES = {  # flag -> (file, rows kept)
+    "sst_train": ("ids-sst-train.csv", 48), "sst_dev": ("ids-sst-dev.csv", 24),
+    "sst_test": ("ids-sst-test-student.csv", 24), "para_train": ("quora-train.csv", 48),
+    "para_dev": ("quora-dev.csv", 24), "para_test": ("quora-test-student.csv", 24),
+    "sts_train": ("sts-train.csv", 48), "sts_dev": ("sts-dev.csv", 24),
+    "sts_test": ("sts-test-student.csv", 24),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_folder) -> Path:
+    """A random 2-layer, 32-wide BERT checkpoint folder with MiniLM's real vocabulary."""
+    from safetensors.torch import save_file
+
+    from bert import BertModel
+    from base_bert import hf_names
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
+    model = BertModel(cfg)
+    state = {}
+    for name, p in model.named_parameters():  # written with Hugging Face key names
+        parts = hf_names(name)
+        for key, chunk in zip(parts, p.detach().chunk(len(parts), 0)):
+            state[key] = chunk.contiguous()
+    save_file(state, str(folder / "model.safetensors"))
+    import json
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (folder / "vocab.txt").write_bytes((minilm_folder / "vocab.txt").read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """The first rows of each real data file (header kept, lines copied verbatim)."""
+    folder = tmp_path_factory.mktemp("tiny_data")
+    for name, n in DATA_FILES.values():
+        src = DATA / name
+        if not src.is_file():
+            pytest.skip(f"{src} is missing: run `bash setup.sh` to fill data/")
+        with open(src, newline="", encoding="utf-8") as f:
+            lines = [line for line, _ in zip(f, range(n + 1))]
+        (folder / name).write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def run_argv(tiny_bert_dir, tiny_data_dir, tmp_path):
+    """Factory: the argv of a fast tiny run writing into `out` (a folder under tmp_path)."""
+    def make(out="run", *extra) -> list[str]:
+        out = tmp_path / out
+        argv = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(out / "run"),
+                "--epochs", "2", "--batch_size", "8", "--threads", "1", "--eval_batch_size", "16"]
+        for flag, (name, _) in DATA_FILES.items():
+            argv += [f"--{flag}", str(tiny_data_dir / name)]
+        for t in ("sst", "para", "sts"):
+            for split in ("dev", "test"):
+                argv += [f"--{t}_{split}_out", str(out / "predictions" / f"{t}-{split}-output.csv")]
+        return argv + [str(x) for x in extra]
+    return make
