@@ -31,6 +31,6 @@ def pair_features(u: torch.Tensor, v: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.cat([u, v, (u - v).abs(), u * v], -1)
 
 
-def cosine_similarity_score(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """STS score in [0, 5] from cosine similarity: 2.5 * (1 + cos)."""
-    return 2.5 * (1.0 + F.cosine_similarity(u, v, dim=-1))
+def cosine_similarity_score(u: torch.Tensor, v: torch.Tensor, scale=2.5, shift=2.5) -> torch.Tensor:
+    """STS score from cosine similarity: scale * cos + shift; the default 2.5 * (1 + cos) spans [0, 5]."""
+    return scale * F.cosine_similarity(u, v, dim=-1) + shift

@@ -31,7 +31,7 @@ from adversarial import Capture, fgsm_loss, smart_regularizer
 from base_bert import CheckpointError
 from batching import TASKS, TaskStream, encode_task
 from bert import BertModel
-from checkpoint import read_json
+from checkpoint import read_json, recover_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import evaluate, predict, write_predictions
@@ -41,6 +41,7 @@ from optimizer import AdamW
 from pal import PAL
 from pcgrad import pcgrad_backward
 from run_folder import (
+    clear_run,
     load_state,
     load_weights,
     plot_curves,
@@ -73,7 +74,10 @@ class MultitaskBERT(nn.Module):
         self.sst_head = mlp(H, H, NUM_SENTIMENTS, p)
         n_feats = 2 if args.para_features == "concat" else 4
         self.para_head = mlp(H if args.para_head == "cross" else n_feats * H, H, 1, p)
-        self.sts_head = mlp(H, H, 1, p) if args.sts_head == "cross" else None
+        self.sts_head = {"cross": mlp(H, H, 1, p), "concat": mlp(n_feats * H, H, 1, p)}.get(args.sts_head)
+        # STS score = a·cos(u, v) + b. The seed fixes a = b = 2.5, which asks unrelated sentences
+        # for cos = -1 and bends the pretrained geometry; learned, the head absorbs the scale.
+        self.sts_affine = nn.Parameter(torch.tensor([2.5, 2.5]), requires_grad=args.sts_scale == "learned")
         cfg = bert.config
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
@@ -116,7 +120,10 @@ class MultitaskBERT(nn.Module):
         if task == "para":
             return {"out": self.para_head(pair_features(u, v, self.args.para_features)).squeeze(-1),
                     "u": u, "v": v}
-        return {"out": cosine_similarity_score(u, v), "u": u, "v": v}
+        if self.args.sts_head == "concat":  # the seed's baseline: a regressor on the pair features
+            y = self.sts_head(pair_features(u, v, self.args.para_features)).squeeze(-1)
+            return {"out": 5.0 * torch.sigmoid(y), "u": u, "v": v}
+        return {"out": cosine_similarity_score(u, v, *self.sts_affine), "u": u, "v": v}
 
     def predict(self, task: str, batch: dict) -> torch.Tensor:
         out = self.forward(task, batch)["out"].float()
@@ -303,6 +310,8 @@ def train(args, device) -> dict:
     prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0,
             "loss_sum": {t: 0.0 for t in tasks}, "loss_n": {t: 0 for t in tasks},
             "train_s": 0.0, "streams": {}}
+    for sub in ("state", "best"):  # a crash mid-save may have left only state.old / best.old
+        recover_folder(run_dir / sub)
     if args.resume and (run_dir / "state").is_dir():
         prog = load_state(run_dir / "state", model, optimizer)
         for t, st in prog["streams"].items():
@@ -310,6 +319,7 @@ def train(args, device) -> dict:
         print(f"resumed {run_dir} at step {prog['step']} of {total}")
     elif main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
+        clear_run(run_dir)  # --overwrite (or a --resume with no state yet): start afresh
         (run_dir / "config.json").write_text(json.dumps(vars(args), indent=2))
     print(f"training {', '.join(f'{t}: {sizes[t]}' for t in tasks)} examples; {args.epochs} epochs "
           f"of {steps} steps ({args.update} updates, {args.sampling} sampling); {n_params:,} parameters")
@@ -319,72 +329,78 @@ def train(args, device) -> dict:
         if main_rank:
             save_state(run_dir / "state", model, optimizer, prog)
 
-    with StopRequest() as stop:
-        bar, plan = None, None
-        while prog["step"] < total:
-            epoch, i = divmod(prog["step"], steps)
-            if bar is None:
-                plan = sampler.epoch_tasks(epoch, steps)
-                bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
-            t0 = time.time()
-            model.train()
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = lr * lr_factor(prog["step"], total, warmup)
+    bar, plan = None, None
+    try:
+        with StopRequest() as stop:
+            while prog["step"] < total:
+                epoch, i = divmod(prog["step"], steps)
+                if bar is None:
+                    plan = sampler.epoch_tasks(epoch, steps)
+                    bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
+                t0 = time.time()
+                model.train()
+                for g, lr in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = lr * lr_factor(prog["step"], total, warmup)
 
-            # One optimizer step: a batch of one task (local) or of every task (global).
-            losses = {}
-            for t in (tasks if args.update == "global" else [plan[i]]):
-                batch = model.to_device(next(streams[t]), device)
-                prog["examples"] += len(batch["index"]) * world
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    losses[t] = training_loss(model, t, batch, args)
-            bad = [t for t, l in losses.items() if not torch.isfinite(l)]
-            if bad and not args.skip_nonfinite:
-                raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
-                               f"the last good state is in {run_dir / 'state'} (--skip_nonfinite skips such batches)")
-            if bad:
-                prog["skipped"] += 1
-            else:
-                if args.pcgrad:
-                    pcgrad_backward(list(losses.values()), shared,
-                                    random.Random(f"{args.seed}-{prog['step']}"))  # resumable
+                # One optimizer step: a batch of one task (local) or of every task (global).
+                losses = {}
+                for t in (tasks if args.update == "global" else [plan[i]]):
+                    batch = model.to_device(next(streams[t]), device)
+                    prog["examples"] += len(batch["index"]) * world
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                        losses[t] = training_loss(model, t, batch, args)
+                bad = [t for t, l in losses.items() if not torch.isfinite(l)]
+                if bad and not args.skip_nonfinite:
+                    raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
+                                   f"the last good state is in {run_dir / 'state'} "
+                                   "(--skip_nonfinite skips such batches)")
+                if bad:
+                    prog["skipped"] += 1
                 else:
-                    sum(losses.values()).backward()
-                distributed.average_gradients(model)
-                if args.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-                optimizer.step()
-                for t, l in losses.items():
-                    prog["loss_sum"][t] += l.item()
-                    prog["loss_n"][t] += 1
-            optimizer.zero_grad(set_to_none=True)
-            prog["step"] += 1
-            prog["train_s"] += time.time() - t0
-            bar.update(1)
-            bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
+                    if args.pcgrad:
+                        pcgrad_backward(list(losses.values()), shared,
+                                        random.Random(f"{args.seed}-{prog['step']}"))  # resumable
+                    else:
+                        sum(losses.values()).backward()
+                    distributed.average_gradients(model)
+                    if args.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                    optimizer.step()
+                    for t, l in losses.items():
+                        prog["loss_sum"][t] += l.item()
+                        prog["loss_n"][t] += 1
+                optimizer.zero_grad(set_to_none=True)
+                prog["step"] += 1
+                prog["train_s"] += time.time() - t0
+                bar.update(1)
+                bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
 
-            if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
-                bar.close()
-                bar = None
-                metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
-                record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
-                          **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t] for t in tasks if prog["loss_n"][t]}}
-                prog["history"].append(record)
-                prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
-                print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
-                      + f" ({record['train_s']:.0f}s training)")
-                if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
-                    prog["best"] = record
-                    save_best(model, args, run_dir / "best")
-                if main_rank:
-                    write_metrics(prog["history"], run_dir / "metrics.jsonl")
-                checkpoint()
-            elif args.save_every and prog["step"] % args.save_every == 0:
-                checkpoint()
-            if stop.signal:
-                checkpoint()
-                raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
-                               f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
+                if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
+                    bar.close()
+                    bar = None
+                    metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
+                    record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
+                              **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
+                                 for t in tasks if prog["loss_n"][t]}}
+                    prog["history"].append(record)
+                    prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
+                    print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
+                          + f" ({record['train_s']:.0f}s training)")
+                    if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
+                        prog["best"] = record
+                        save_best(model, args, run_dir / "best")
+                    if main_rank:
+                        write_metrics(prog["history"], run_dir / "metrics.jsonl")
+                    checkpoint()
+                elif args.save_every and prog["step"] % args.save_every == 0:
+                    checkpoint()
+                if stop.signal:
+                    checkpoint()
+                    raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
+                                   f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
+    finally:  # end the progress line, so that an error message gets a line of its own
+        if bar is not None:
+            bar.close()
 
     history, best = prog["history"], prog["best"]
     if not main_rank:
@@ -393,7 +409,8 @@ def train(args, device) -> dict:
         print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
     plot_curves(history, run_dir / "curves.png")
     load_weights(model, run_dir / "best")  # predictions come from the best epoch's weights
-    write_all_predictions(model, data, args, device)
+    if not args.no_predictions:
+        write_all_predictions(model, data, args, device)
     wall = time.time() - t_start
     print("\nbest dev results\n" + summary_table(history, best, wall, prog["examples"]))
     (run_dir / "summary.json").write_text(json.dumps(
@@ -405,10 +422,15 @@ def train(args, device) -> dict:
 def saved_args(folder: Path, file: str) -> argparse.Namespace:
     """Arguments saved in a run, validated by the same parser as the command line."""
     saved = read_json(folder / file)
-    try:
-        return get_parser().parse_args(args_to_argv(saved))
-    except SystemExit:
-        raise CheckpointError(f"{folder / file}: not a valid configuration (see the message above)") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{folder / file}: not a valid configuration (expected a JSON object, "
+                              f"found {type(saved).__name__})")
+    parser = get_parser()
+
+    def refuse(message):  # one line naming the file, instead of argparse's usage dump and exit
+        raise CheckpointError(f"{folder / file}: not a valid configuration ({message})")
+    parser.error = refuse
+    return parser.parse_args(args_to_argv(saved))
 
 
 def eval_only(args, device) -> dict:
@@ -454,10 +476,14 @@ def get_parser() -> argparse.ArgumentParser:
                    help="sentence embedding: SBERT mean pooling, [CLS] vector, or BERT pooler")
     g.add_argument("--para_head", choices=["concat", "cross"], default="concat",
                    help="PARA: classifier on two sentence embeddings, or a cross-encoded pair")
+    g.add_argument("--sts_scale", choices=["fixed", "learned"], default="learned",
+                   help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed) or "
+                        "learned from that start")
     g.add_argument("--para_features", choices=["concat", "full"], default="concat",
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
-    g.add_argument("--sts_head", choices=["cosine", "cross"], default="cosine",
-                   help="STS: 2.5(1+cos(u,v)), or a regressor on a cross-encoded pair")
+    g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",
+                   help="STS: 2.5(1+cos(u,v)), a regressor on the pair features (the seed's "
+                        "baseline), or a regressor on a cross-encoded pair")
     g = p.add_argument_group("training")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                    help="tasks to train on (one task = single-task fine-tuning)")
@@ -517,6 +543,8 @@ def get_parser() -> argparse.ArgumentParser:
         for split in ("dev", "test"):
             g.add_argument(f"--{t}_{split}_out", default=f"predictions/{t}-{split}-output.csv",
                            help=f"where to write {t} {split} predictions")
+    g.add_argument("--no_predictions", action="store_true",
+                   help="skip writing the six prediction files (sweeps)")
     g.add_argument("--out_dir", default="", help="run folder (default runs/<timestamp>)")
     g.add_argument("--overwrite", action="store_true", help="allow writing into an existing run folder")
     g.add_argument("--checkpoint", default="", help="a saved run folder to predict from")
@@ -558,7 +586,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except OSError as e:  # disk full, permission denied: say which file, keep what was saved
-        print(f"error: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return 1
     finally:
         distributed.cleanup()

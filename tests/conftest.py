@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 sys.path.insert(0, str(ROOT))  # the modules live at the repository root
 
-torch.set_num_threads(min(4, os.cpu_count() or 1))
+# One thread: the tests use tiny models, and OpenMP threads competing with any other job
+# on a small machine slow tiny ops down by orders of magnitude.
+torch.set_num_threads(1)
 
 from config import BertConfig  # noqa: E402
 
@@ -121,3 +123,61 @@ def run_argv(tiny_bert_dir, tiny_data_dir, tmp_path):
                 argv += [f"--{t}_{split}_out", str(out / "predictions" / f"{t}-{split}-output.csv")]
         return argv + [str(x) for x in extra]
     return make
+
+
+# -- tiny MultitaskBERT models and hand-made batches (model-level tests) -----------------------
+def _tiny_inputs(g: torch.Generator, B: int, T: int, vocab: int, cross: bool = False) -> dict:
+    """Random token ids with lengths in [3, T] (the first one full), padded with id 0."""
+    lengths = torch.randint(3, T + 1, (B,), generator=g)
+    lengths[0] = T
+    ids = torch.randint(1, vocab, (B, T), generator=g)
+    mask = (torch.arange(T) < lengths[:, None]).long()
+    types = torch.zeros(B, T, dtype=torch.long)
+    if cross:  # second sentence: from the middle to the end of the real tokens
+        types = ((torch.arange(T) >= (lengths[:, None] // 2)) & mask.bool()).long()
+    return {"input_ids": ids * mask, "token_type_ids": types, "attention_mask": mask}
+
+
+@pytest.fixture
+def tiny_batch(tiny_config):
+    """Factory: a batch of `task` as TaskData.batch makes it (a, b for bi-encoded pairs, labels)."""
+    def make(task: str, B: int = 4, T: int = 7, seed: int = 0, cross: bool = False) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        vocab = tiny_config().vocab_size
+        batch = {"index": torch.arange(B), "a": _tiny_inputs(g, B, T, vocab, cross and task != "sst")}
+        if task != "sst" and not cross:
+            batch["b"] = _tiny_inputs(g, B, T - 2, vocab)
+        if task == "sst":
+            batch["labels"] = torch.randint(0, 5, (B,), generator=g)
+        elif task == "para":
+            batch["labels"] = torch.tensor([1, 0] * (B // 2) + [1] * (B % 2))
+        else:
+            batch["labels"] = 5.0 * torch.rand(B, generator=g)
+        return batch
+    return make
+
+
+@pytest.fixture
+def tiny_mtbert(tiny_config):
+    """Factory: a MultitaskBERT on a tiny random BertModel, built with these command-line flags
+    (seeded, eval mode unless train=True). Returns (model, args)."""
+    def make(*flags, seed: int = 0, train: bool = False):
+        import multitask_classifier as mc
+        from bert import BertModel
+
+        args = mc.get_parser().parse_args([str(f) for f in flags])
+        torch.manual_seed(seed)
+        model = mc.MultitaskBERT(BertModel(tiny_config()), args)
+        model.train(train)
+        return model, args
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread (tiny models are far slower on two busy cores), then
+    restore the previous setting. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

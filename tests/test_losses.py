@@ -1,0 +1,141 @@
+"""losses: the multiple-negatives ranking loss (Henderson et al., 2017) against hand-computed
+values: pairs (anchors u_i of the positive pairs, candidates all v_j, target v_i) and SST labels
+(supervised-contrastive form: every other sentence is a candidate, averaged over positives)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+U = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+V = [[1.0, 1.0], [0.0, 2.0], [-1.0, 0.5]]
+
+
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def logsumexp(xs):
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def hand_pairs(u, v, positive, scale):
+    """Mean over anchors i with positive[i] of -log softmax_j(scale·cos(u_i, v_j))[i]."""
+    losses = []
+    for i, pos in enumerate(positive):
+        if pos:
+            s = [scale * cos(u[i], vj) for vj in v]
+            losses.append(logsumexp(s) - s[i])
+    return sum(losses) / len(losses)
+
+
+def hand_labels(e, labels, scale):
+    """Mean over anchors with a positive of the mean over its positives j of
+    -log( exp(s_ij) / Σ_{k≠i} exp(s_ik) )."""
+    per_anchor = []
+    for i in range(len(e)):
+        others = [k for k in range(len(e)) if k != i]
+        pos = [j for j in others if labels[j] == labels[i]]
+        if not pos:
+            continue
+        s = {k: scale * cos(e[i], e[k]) for k in others}
+        z = logsumexp([s[k] for k in others])
+        per_anchor.append(sum(z - s[j] for j in pos) / len(pos))
+    return sum(per_anchor) / len(per_anchor)
+
+
+@pytest.mark.parametrize("scale", [1.0, SCALE])
+def test_pairs_hand_computed(scale):
+    u, v = torch.tensor(U), torch.tensor(V)
+    positive = torch.tensor([1, 0, 1])
+    got = mnrl_pairs(u, v, positive.bool(), scale=scale)
+    want = hand_pairs(U, V, [1, 0, 1], scale)
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    # The non-positive pair still serves as a negative: dropping it changes the value.
+    if scale == 1.0:
+        assert hand_pairs(U[::2], V[::2], [1, 1], scale) != pytest.approx(want, rel=1e-3)
+
+
+def test_pairs_default_scale_is_20_and_only_positives_are_anchors():
+    u, v = torch.tensor(U), torch.tensor(V)
+    assert mnrl_pairs(u, v, torch.tensor([True, False, True])).item() == pytest.approx(
+        hand_pairs(U, V, [1, 0, 1], 20.0), rel=1e-5)
+    all_pos = mnrl_pairs(u, v, torch.tensor([True, True, True]), scale=1.0).item()
+    assert all_pos == pytest.approx(hand_pairs(U, V, [1, 1, 1], 1.0), rel=1e-5)
+    assert all_pos != pytest.approx(hand_pairs(U, V, [1, 0, 1], 1.0), rel=1e-3)
+
+
+def test_pairs_invariant_to_vector_norms():
+    """Similarity is cosine: rescaling embeddings changes nothing."""
+    u, v = torch.tensor(U), torch.tensor(V)
+    pos = torch.tensor([True, True, False])
+    a = mnrl_pairs(u, v, pos, scale=1.0)
+    b = mnrl_pairs(3.0 * u, 0.5 * v, pos, scale=1.0)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+E3 = [[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]]  # close enough that scale 20 does not saturate
+
+
+@pytest.mark.parametrize("scale", [1.0, SCALE])
+def test_labels_hand_computed(scale):
+    e = torch.tensor(E3)
+    got = mnrl_labels(e, torch.tensor([2, 2, 4]), scale=scale)  # anchor 2 has no positive
+    want = hand_labels(E3, [2, 2, 4], scale)
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    # explicit form for the first anchor, written out: -log(e^{s01} / (e^{s01} + e^{s02}))
+    s01, s02 = scale * cos(E3[0], E3[1]), scale * cos(E3[0], E3[2])
+    s10, s12 = scale * cos(E3[1], E3[0]), scale * cos(E3[1], E3[2])
+    explicit = 0.5 * ((math.log(math.exp(s01) + math.exp(s02)) - s01)
+                      + (math.log(math.exp(s10) + math.exp(s12)) - s10))
+    assert got.item() == pytest.approx(explicit, rel=1e-5, abs=1e-6)
+
+
+def test_labels_several_positives_are_averaged():
+    e4 = E3 + [[0.3, -0.9]]
+    labels = [1, 1, 1, 0]
+    got = mnrl_labels(torch.tensor(e4), torch.tensor(labels), scale=1.0)
+    assert got.item() == pytest.approx(hand_labels(e4, labels, 1.0), rel=1e-5)
+
+
+def test_zero_without_positives():
+    u, v = torch.tensor(U, requires_grad=True), torch.tensor(V)
+    z = mnrl_pairs(u, v, torch.zeros(3, dtype=torch.bool))
+    assert z.item() == 0.0
+    z.backward()  # still part of the graph
+    e = torch.tensor(E3, requires_grad=True)
+    z = mnrl_labels(e, torch.tensor([0, 1, 2]))
+    assert z.item() == 0.0
+    z.backward()
+    assert torch.equal(e.grad, torch.zeros_like(e))
+
+
+def test_gradient_flows_and_is_finite():
+    u = torch.tensor(U, requires_grad=True)
+    v = torch.tensor(V, requires_grad=True)
+    mnrl_pairs(u, v, torch.tensor([True, False, True]), scale=1.0).backward()
+    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+    e = torch.tensor(E3, requires_grad=True)
+    labels = torch.tensor([2, 2, 4])
+    mnrl_labels(e, labels, scale=1.0).backward()  # the -inf self-mask must not leak NaN
+    assert torch.isfinite(e.grad).all() and e.grad.abs().sum() > 0
+    # one gradient-descent step on the embeddings lowers the loss
+    e2 = (e - 0.01 * e.grad).detach()
+    assert mnrl_labels(e2, labels, scale=1.0) < mnrl_labels(e.detach(), labels, scale=1.0)
+
+
+def test_mnrl_loss_dispatch():
+    u, v = torch.tensor(U), torch.tensor(V)
+    sst = mnrl_loss("sst", {"u": torch.tensor(E3)}, torch.tensor([2, 2, 4]))
+    assert sst.item() == pytest.approx(hand_labels(E3, [2, 2, 4], SCALE), rel=1e-5)
+    para = mnrl_loss("para", {"u": u, "v": v}, torch.tensor([1, 0, 1]))
+    assert para.item() == pytest.approx(hand_pairs(U, V, [1, 0, 1], SCALE), rel=1e-5)
+    assert mnrl_loss("para", {"u": u}, torch.tensor([1, 0, 1])) is None  # cross-encoded: no pairs
+    assert mnrl_loss("sts", {"u": u, "v": v}, torch.tensor([1.0, 2.0, 3.0])) is None

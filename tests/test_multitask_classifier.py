@@ -1,0 +1,245 @@
+"""multitask_classifier at the model level: MultitaskBERT outputs for every head and pooling
+choice, predictions, the learning-rate schedule, optimizer groups, the training loss with each
+extension, and one tiny end-to-end run per extension flag (CLI behaviour: tests/test_cli.py)."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import multitask_classifier as mc
+from adversarial import Capture, fgsm_loss
+from datasets import load
+from losses import mnrl_labels, mnrl_pairs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TASKS = ("sst", "para", "sts")
+H = 32  # tiny_config's hidden size
+
+
+def batch_for(tiny_batch, args, task, **kw):
+    cross = (task == "para" and args.para_head == "cross") or (task == "sts" and args.sts_head == "cross")
+    return tiny_batch(task, cross=cross, **kw)
+
+
+# -- forward -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags", [
+    (), ("--para_head", "cross"), ("--sts_head", "cross"), ("--para_features", "full"),
+    ("--pooling", "cls"), ("--pooling", "pooler"),
+    ("--para_head", "cross", "--sts_head", "cross", "--pooling", "cls", "--pal"),
+], ids=lambda f: " ".join(f) or "default")
+def test_forward_shapes(tiny_mtbert, tiny_batch, flags):
+    model, args = tiny_mtbert(*flags)
+    B = 5
+    for task in TASKS:
+        batch = batch_for(tiny_batch, args, task, B=B)
+        out = model(task, batch)
+        assert out["out"].shape == ((B, 5) if task == "sst" else (B,)), task
+        assert out["u"].shape == (B, H)
+        cross = "b" not in batch
+        assert ("v" in out) == (task != "sst" and not cross)
+        if "v" in out:
+            assert out["v"].shape == (B, H)
+        assert torch.isfinite(out["out"]).all()
+    # PARA head input: the pooled pair (cross), [u; v], or [u; v; |u − v|; u * v]
+    want_in = H if args.para_head == "cross" else (4 * H if args.para_features == "full" else 2 * H)
+    assert model.para_head[1].in_features == want_in
+    assert (model.sts_head is None) == (args.sts_head != "cross")
+
+
+def test_pooling_choice_changes_the_embedding(tiny_mtbert, tiny_batch):
+    batch = tiny_batch("sst", B=4)
+    us = {}
+    for how in ("mean", "cls", "pooler"):
+        model, _ = tiny_mtbert("--pooling", how)  # same seed: same weights
+        us[how] = model("sst", batch)["u"]
+    enc = model.bert(**batch["a"])
+    m = batch["a"]["attention_mask"].unsqueeze(-1).float()
+    assert torch.allclose(us["mean"], (enc["last_hidden_state"] * m).sum(1) / m.sum(1), atol=1e-6)
+    assert torch.allclose(us["cls"], enc["last_hidden_state"][:, 0], atol=1e-6)
+    assert torch.allclose(us["pooler"], enc["pooler_output"], atol=1e-6)
+    assert not torch.allclose(us["mean"], us["cls"])
+
+
+def test_bi_encoder_pair_matches_separate_encoding(tiny_mtbert, tiny_batch):
+    """embed_pair pads both sides to one length and encodes them together; the embeddings are
+    those of encoding each side alone, and the STS score is 2.5·(1 + cos(u, v))."""
+    model, _ = tiny_mtbert()
+    batch = tiny_batch("sts", B=4)
+    out = model("sts", batch)
+    u_alone = model.embed("sts", batch["a"])
+    v_alone = model.embed("sts", batch["b"])
+    assert torch.allclose(out["u"], u_alone, atol=1e-5) and torch.allclose(out["v"], v_alone, atol=1e-5)
+    want = 2.5 * (1 + torch.nn.functional.cosine_similarity(u_alone, v_alone, dim=-1))
+    assert torch.allclose(out["out"], want, atol=1e-5)
+
+
+def test_cross_encoded_pairs_are_single_sequences(minilm_folder, tiny_mtbert, tiny_batch):
+    from tokenizer import BertTokenizer
+
+    tok = BertTokenizer(minilm_folder / "vocab.txt")
+    _, args = tiny_mtbert("--para_head", "cross")
+    ex = [SimpleNamespace(id="q1", sent1="How do I learn Python?", sent2="What is the best way to learn Python?", label=1)]
+    raw = {("para", "train"): ex, ("sts", "train"): [SimpleNamespace(id="s1", sent1="A man.", sent2="A woman.", label=2.0)],
+           ("sst", "train"): [SimpleNamespace(id="x", sent1="Fine.", sent2=None, label=3)]}
+    data = mc.encode_all(raw, tok, args)
+    para = data["para", "train"]
+    assert para.b is None  # cross-encoded: one sequence [CLS] a [SEP] b [SEP]
+    ids = para.a.ids[0, :int(para.a.lengths[0])].tolist()
+    types = para.a.types[0, :len(ids)].tolist()
+    assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id and ids.count(tok.sep_id) == 2
+    first_sep = ids.index(tok.sep_id)
+    assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
+    assert data["sts", "train"].b is not None  # STS stays bi-encoded (--sts_head cosine)
+    assert data["sst", "train"].b is None
+    # the model reads the token types: the same ids with other types give another output
+    model, _ = tiny_mtbert("--para_head", "cross")
+    batch = tiny_batch("para", cross=True)
+    flipped = {**batch, "a": {**batch["a"], "token_type_ids": torch.zeros_like(batch["a"]["token_type_ids"])}}
+    assert batch["a"]["token_type_ids"].sum() > 0
+    assert not torch.allclose(model("para", batch)["out"], model("para", flipped)["out"])
+
+
+@pytest.mark.parametrize("flags", [(), ("--para_head", "cross", "--sts_head", "cross")])
+def test_predict_ranges(tiny_mtbert, tiny_batch, flags):
+    model, args = tiny_mtbert(*flags)
+    B = 16
+    sst = model.predict("sst", tiny_batch("sst", B=B))
+    assert sst.dtype == torch.long and sst.shape == (B,) and ((sst >= 0) & (sst <= 4)).all()
+    pb = batch_for(tiny_batch, args, "para", B=B)
+    para = model.predict("para", pb)
+    assert para.shape == (B,) and set(para.tolist()) <= {0, 1}
+    assert torch.equal(para, (torch.sigmoid(model("para", pb)["out"]) > 0.5).long())
+    sts = model.predict("sts", batch_for(tiny_batch, args, "sts", B=B))
+    assert sts.dtype == torch.float32 and sts.shape == (B,)
+    assert ((sts >= 0) & (sts <= 5)).all()
+    # an SST prediction is the argmax of the logits
+    b = tiny_batch("sst", B=B, seed=3)
+    assert torch.equal(model.predict("sst", b), model("sst", b)["out"].argmax(-1))
+
+
+# -- schedule and optimizer ----------------------------------------------------------------------
+def test_lr_factor_warmup_then_linear_decay():
+    total, warmup = 10, 3
+    got = [mc.lr_factor(s, total, warmup) for s in range(total + 1)]
+    want = [1 / 3, 2 / 3, 1.0] + [(10 - s) / 7 for s in range(3, 11)]
+    assert got == pytest.approx(want)
+    assert got[warmup] == 1.0 and got[-1] == 0.0
+    assert all(a < b for a, b in zip(got[:warmup - 1], got[1:warmup]))  # rising to the peak
+    assert all(a > b for a, b in zip(got[warmup:], got[warmup + 1:]))  # falling to 0
+    # no warm-up: start at the peak
+    assert [mc.lr_factor(s, 4, 0) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert mc.lr_factor(20, 10, 3) == 0.0  # never negative
+
+
+def test_build_optimizer_groups(tiny_mtbert):
+    model, args = tiny_mtbert("--lr", "1e-4", "--head_lr", "1e-3", "--weight_decay", "0.05")
+    opt = mc.build_optimizer(model, args)
+    where = {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            assert id(p) not in where  # each parameter in one group
+            where[id(p)] = (g["lr"], g["weight_decay"])
+    names = dict(model.named_parameters())
+    assert len(where) == len(names)
+    n_no_decay = 0
+    for name, p in names.items():
+        lr, wd = where[id(p)]
+        no_decay = name.endswith(".bias") or "norm" in name.lower()
+        n_no_decay += no_decay
+        assert wd == (0.0 if no_decay else 0.05), name
+        assert lr == (1e-4 if name.startswith("bert.") else 1e-3), name
+    assert n_no_decay > 0
+    assert "bert.embeddings.LayerNorm.weight" in names and where[id(names["bert.embeddings.LayerNorm.weight"])][1] == 0.0
+    # without --head_lr the heads use --lr
+    model, args = tiny_mtbert("--lr", "3e-5")
+    assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {3e-5}
+
+
+# -- training loss -------------------------------------------------------------------------------
+def _encoder_grad(model):
+    g = model.bert.layers[0].attention.qkv.weight.grad
+    return 0.0 if g is None else g.abs().sum().item()
+
+
+@pytest.mark.parametrize("flags", [("--fgsm", "--fgsm_eps", "1e-2"), ("--mnrl",),
+                                   ("--smart", "--smart_eps", "1e-2"),
+                                   ("--fgsm", "--mnrl", "--smart")])
+@pytest.mark.parametrize("task", TASKS)
+def test_training_loss_with_extensions(tiny_mtbert, tiny_batch, flags, task):
+    model, args = tiny_mtbert(*flags)  # eval mode: deterministic passes
+    batch = tiny_batch(task, B=6)
+    clean, out = mc.task_loss(model, task, batch)
+    torch.manual_seed(0)
+    loss = mc.training_loss(model, task, batch, args)
+    assert loss.dim() == 0 and math.isfinite(loss.item())
+    model.zero_grad()
+    loss.backward()
+    assert _encoder_grad(model) > 0
+    if flags == ("--mnrl",):  # exactly the task loss + mnrl_wt · MNRL
+        extra = {"sst": lambda: mnrl_labels(out["u"], batch["labels"]),
+                 "para": lambda: mnrl_pairs(out["u"], out["v"], batch["labels"].bool()),
+                 "sts": lambda: torch.tensor(0.0)}[task]()
+        assert loss.item() == pytest.approx(clean.item() + args.mnrl_wt * extra.item(), rel=1e-5)
+        if task != "sts":
+            assert extra.item() > 0
+    if flags == ("--fgsm", "--fgsm_eps", "1e-2"):  # clean + adversarial loss at x + ε·sign(∇x)
+        cap = Capture()
+        c, _ = mc.task_loss(model, task, batch, cap)
+        adv = fgsm_loss(model, task, batch, c, cap, args.fgsm_eps, mc.task_loss)
+        assert loss.item() == pytest.approx(c.item() + adv.item(), rel=1e-5)
+        assert adv.item() > clean.item()
+    if flags == ("--smart", "--smart_eps", "1e-2"):
+        assert loss.item() > clean.item()  # a positive penalty
+
+
+def test_training_loss_plain_is_task_loss(tiny_mtbert, tiny_batch):
+    model, args = tiny_mtbert()
+    for task in TASKS:
+        batch = tiny_batch(task)
+        assert mc.training_loss(model, task, batch, args).item() == pytest.approx(
+            mc.task_loss(model, task, batch)[0].item(), rel=1e-6)
+
+
+# -- tiny end-to-end runs ------------------------------------------------------------------------
+def check_predictions(argv, tiny_data_dir):
+    """The six prediction files exist, have a header and one row per input example, in the
+    input's order, with values of the right kind."""
+    from conftest import DATA_FILES
+
+    opts = dict(zip(argv, argv[1:]))  # each option -> the token after it
+    for task in TASKS:
+        for split in ("dev", "test"):
+            path = opts[f"--{task}_{split}_out"]
+            name, n = DATA_FILES[f"{task}_{split}"]
+            ids = [e.id for e in load(str(tiny_data_dir / name), task, labelled=split == "dev").examples]
+            assert len(ids) == n
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            assert lines[0].startswith("id") and len(lines) == n + 1, path
+            rows = [[x.strip() for x in line.split(",")] for line in lines[1:]]
+            assert [r[0] for r in rows] == ids
+            values = [float(r[1]) for r in rows]
+            if task == "sst":
+                assert all(v in {0, 1, 2, 3, 4} for v in values)
+            elif task == "para":
+                assert all(v in {0, 1} for v in values)
+            else:
+                assert all(0.0 <= v <= 5.0 for v in values)
+
+
+@pytest.mark.parametrize("flags", [
+    ("--fgsm",), ("--mnrl",), ("--pcgrad",), ("--pal",), ("--smart",),
+    ("--para_head", "cross", "--sts_head", "cross"), ("--sampling", "annealed"), ("--update", "global"),
+], ids=lambda f: " ".join(f))
+def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
+    argv = run_argv("e2e", "--epochs", "1", "--steps_per_epoch", "4", *flags)
+    assert mc.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1:" in out
+    if "--pcgrad" in flags or "--update" in flags:
+        assert "global updates" in out
+    check_predictions(argv, tiny_data_dir)
