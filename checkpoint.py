@@ -26,10 +26,22 @@ def _fsync(path: Path):
         os.close(fd)
 
 
+def recover_folder(folder: Path):
+    """Undo a replacement that a crash cut short: `write_folder` moves the old folder to
+    NAME.old just before renaming NAME.tmp into place, so a crash between the two renames leaves
+    no NAME, only NAME.old, the last complete copy. Readers call this before looking for NAME."""
+    folder = Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.is_dir():
+        os.replace(old, folder)
+
+
 def write_folder(folder: Path, tensors: dict[str, dict], texts: dict[str, str],
                  files: dict[str, Path] | None = None):
-    """Atomically (re)place `folder` with safetensors files, text files and copied files."""
+    """Atomically (re)place `folder` with safetensors files, text files and copied files.
+    An OSError (disk full, permission denied) leaves the old folder as it was and names it."""
     folder = Path(folder)
+    recover_folder(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -49,8 +61,10 @@ def write_folder(folder: Path, tensors: dict[str, dict], texts: dict[str, str],
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
         _fsync(folder.parent)
-    except OSError:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:  # e.g. safetensors' own write error: say what was being written
+            e.filename = str(folder)
         raise
 
 

@@ -436,6 +436,7 @@ def saved_args(folder: Path, file: str) -> argparse.Namespace:
 def eval_only(args, device) -> dict:
     """Evaluate a saved run on dev and write the six prediction files."""
     folder = Path(args.checkpoint)
+    recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
     folder = folder / "best" if (folder / "best").is_dir() else folder
     margs = saved_args(folder, "args.json")
     raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))

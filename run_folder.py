@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from torch import nn
@@ -22,6 +23,7 @@ from checkpoint import (
     optimizer_to_parts,
     read_json,
     read_tensors,
+    recover_folder,
     rng_state,
     set_rng_state,
     write_folder,
@@ -39,9 +41,14 @@ def save_best(model, args, folder: Path):
 
 
 def load_weights(model: nn.Module, folder: Path):
+    recover_folder(folder)
     file = Path(folder) / "model.safetensors"
     state = read_tensors(file)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape (strict=False does not cover that)
+        msg = " ".join(str(e).split())
+        raise CheckpointError(f"{file}: does not match the model ({msg[:300]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{file}: does not match the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
@@ -59,11 +66,27 @@ def save_state(folder: Path, model, optimizer, progress: dict):
 
 def load_state(folder: Path, model, optimizer) -> dict:
     folder = Path(folder)
+    recover_folder(folder)
     meta = read_json(folder / "trainer.json")
     load_weights(model, folder)
     optimizer_from_parts(optimizer, read_tensors(folder / "optimizer.safetensors"), meta["optimizer"])
     set_rng_state(read_tensors(folder / "rng.safetensors"), meta["rng"])
     return meta["progress"]
+
+
+# What a run writes into its folder (with the .tmp/.old siblings of its atomic writes).
+RUN_ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "curves.png", "best", "state")
+
+
+def clear_run(run_dir: Path):
+    """Remove a previous run's artifacts (and nothing else) before a fresh run in `run_dir`, so
+    that --resume can never pick up another run's state, best weights or metrics."""
+    for name in RUN_ARTIFACTS:
+        for path in (run_dir / name, run_dir / f"{name}.tmp", run_dir / f"{name}.old"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
 
 
 def write_metrics(history: list[dict], path: Path):
