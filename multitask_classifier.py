@@ -52,6 +52,7 @@ from run_folder import (
 )
 from samplers import KINDS, TaskSampler
 from tokenizer import BertTokenizer
+from wise import choose_alpha, snapshot
 
 NUM_SENTIMENTS = 5
 
@@ -288,6 +289,7 @@ def train(args, device) -> dict:
     run_dir = prepare_run_dir(args)
     model = build_model(args).to(device)
     distributed.broadcast_parameters(model)
+    pretrained = snapshot(model.bert) if args.wise_alphas else None
     n_params = sum(p.numel() for p in model.parameters())
     if model.pal is not None:
         print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
@@ -409,13 +411,22 @@ def train(args, device) -> dict:
         print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
     plot_curves(history, run_dir / "curves.png")
     load_weights(model, run_dir / "best")  # predictions come from the best epoch's weights
+    wise = None
+    if args.wise_alphas:
+        alpha, metrics, wise = choose_alpha(
+            model.bert, pretrained, args.wise_alphas,
+            lambda: evaluate(model, dev, args.eval_batch_size, device)[0])
+        print("WiSE-FT dev overall by alpha: " + ", ".join(f"{a:g}: {o:.4f}" for a, o in wise.items()))
+        if alpha != 1.0:
+            best = {**best, **metrics, "wise_alpha": alpha}
+            save_best(model, args, run_dir / "best")
     if not args.no_predictions:
         write_all_predictions(model, data, args, device)
     wall = time.time() - t_start
     print("\nbest dev results\n" + summary_table(history, best, wall, prog["examples"]))
     (run_dir / "summary.json").write_text(json.dumps(
         {"best": best, "wall_s": wall, "examples": prog["examples"], "parameters": n_params,
-         "skipped_steps": prog["skipped"]}, indent=2))
+         "skipped_steps": prog["skipped"], "wise_ft": wise}, indent=2))
     return best
 
 
@@ -521,6 +532,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smart_wt", type=float, default=1.0, help="weight of the SMART term")
     g.add_argument("--smart_eps", type=float, default=1e-5, help="SMART perturbation bound (L-inf)")
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
+    g.add_argument("--wise_alphas", type=float, nargs="*", default=[0.5, 0.7, 0.85],
+                   help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
+                        "− pretrained) for these α and keep the best on dev (none = off)")
     g = p.add_argument_group("robustness")
     g.add_argument("--save_every", type=int, default=200,
                    help="save the training state every N steps (0 = only at epoch ends)")

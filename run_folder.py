@@ -125,6 +125,7 @@ def summary_table(history: list[dict], best: dict, wall: float, examples: int) -
     rows = [("SST accuracy", f"{best['sst_acc']:.4f}"), ("PARA accuracy", f"{best['para_acc']:.4f}"),
             ("STS Pearson r", f"{best['sts_r']:.4f}"), ("overall", f"{best['overall']:.4f}"),
             ("best epoch", str(best["epoch"])), ("epochs run", str(len(history))),
+            ("WiSE-FT alpha", str(best.get("wise_alpha", "1 (fine-tuned weights)"))),
             ("wall time", f"{wall / 60:.1f} min"),
             ("training examples/s", f"{examples / max(1e-9, train_s):.1f}")]
     w = max(len(k) for k, _ in rows)
