@@ -491,7 +491,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--sts_scale", choices=["fixed", "learned"], default="learned",
                    help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed) or "
                         "learned from that start")
-    g.add_argument("--para_features", choices=["concat", "full"], default="concat",
+    g.add_argument("--para_features", choices=["concat", "full"], default="full",
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
     g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",
                    help="STS: 2.5(1+cos(u,v)), a regressor on the pair features (the seed's "
@@ -499,11 +499,12 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                    help="tasks to train on (one task = single-task fine-tuning)")
-    g.add_argument("--epochs", type=int, default=3, help="number of epochs (see above for what an epoch is)")
+    g.add_argument("--epochs", type=int, default=2, help="number of epochs (see above for what an epoch is)")
     g.add_argument("--steps_per_epoch", type=int, default=0,
                    help="optimizer steps per epoch; 0 = one pass's worth of batches")
     g.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoder")
-    g.add_argument("--head_lr", type=float, default=0.0, help="learning rate of the task heads (0 = --lr)")
+    g.add_argument("--head_lr", type=float, default=1e-3,
+                   help="learning rate of the new parameters: task heads, PAL (0 = --lr)")
     g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0 = off)")
