@@ -51,3 +51,16 @@ def average_gradients(model: torch.nn.Module):
 def cleanup():
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def assert_in_sync(model: torch.nn.Module):
+    """Raise if the ranks' weights have drifted apart (they must stay bitwise equal)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    with torch.no_grad():
+        local = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()])
+                             for p in model.parameters()]).flatten()
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError("data-parallel ranks hold different weights")

@@ -45,7 +45,7 @@ def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.n
     model.eval()
     out = np.zeros(len(data), dtype=np.float32 if data.task == "sts" else np.int64)
     for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
-                      leave=False, disable=desc is False):
+                      leave=False, disable=None if desc is not False else True):  # None: off when not a terminal
         batch = model.to_device(data.batch(index), device)
         out[index] = model.predict(data.task, batch).cpu().numpy()
     model.train(was_training)

@@ -214,6 +214,9 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     else:
         bert = BertModel(BertConfig.from_json(checkpoint / "config.json"))
     bert.unpad = not args.no_unpad
+    # Frozen word embeddings keep the pretrained vocabulary as it is (rows of words never seen in
+    # training would otherwise only decay) and skip 11.7M of MiniLM's 22.7M optimizer updates.
+    bert.embeddings.word_embeddings.weight.requires_grad_(not args.freeze_embeddings)
     return MultitaskBERT(bert, args)
 
 
@@ -380,6 +383,7 @@ def train(args, device) -> dict:
                 if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
                     bar.close()
                     bar = None
+                    distributed.assert_in_sync(model)
                     metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
                     record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
                               **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
@@ -464,9 +468,13 @@ def eval_only(args, device) -> dict:
 # -- command line ------------------------------------------------------------------------------
 def args_to_argv(d: dict) -> list[str]:
     """A saved argument dict back into command-line form, so the parser validates it."""
+    on_by_default = {a.dest for a in get_parser()._actions if a.default is True}
     argv = []
     for k, v in d.items():
-        if v is None or v is False:
+        if v is None or (v is False and k not in on_by_default):
+            continue
+        if v is False:  # a switch that is on by default, turned off
+            argv.append(f"--no-{k}")
             continue
         argv.append(f"--{k}")
         if isinstance(v, list):
@@ -500,8 +508,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                    help="tasks to train on (one task = single-task fine-tuning)")
     g.add_argument("--epochs", type=int, default=2, help="number of epochs (see above for what an epoch is)")
-    g.add_argument("--steps_per_epoch", type=int, default=0,
-                   help="optimizer steps per epoch; 0 = one pass's worth of batches")
+    g.add_argument("--steps_per_epoch", type=int, default=1200,
+                   help="optimizer steps per epoch; 0 = one pass's worth of batches (962 with the "
+                        "default data and batch sizes)")
+    g.add_argument("--freeze_embeddings", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the word embeddings at their pretrained values")
     g.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoder")
     g.add_argument("--head_lr", type=float, default=1e-3,
                    help="learning rate of the new parameters: task heads, PAL (0 = --lr)")

@@ -15,6 +15,7 @@ Measures, on real data (SST sentences and Quora pairs, batch 32, the bundled Min
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -32,7 +33,7 @@ import multitask_classifier as mc  # noqa: E402
 from base_bert import resolve_model_dir  # noqa: E402
 from batching import TaskStream, encode_task  # noqa: E402
 from datasets import load  # noqa: E402
-from heads import pool  # noqa: E402
+from heads import pair_features, pool  # noqa: E402
 from optimizer import AdamW  # noqa: E402
 from tokenizer import BertTokenizer  # noqa: E402
 
@@ -57,13 +58,15 @@ def forward_flops(cfg, lengths: np.ndarray) -> float:
 
 
 class HFEncoder(torch.nn.Module):
-    """transformers.BertModel with the same head and pooling as mtbert's SST / PARA paths."""
+    """transformers.BertModel with copies of mtbert's SST and PARA heads and the same pooling."""
 
-    def __init__(self, folder, impl, heads):
+    def __init__(self, folder, impl, ours):
         super().__init__()
         from transformers import BertModel as HFBert
         self.bert = HFBert.from_pretrained(folder, attn_implementation=impl)
-        self.heads = heads
+        self.sst_head = copy.deepcopy(ours.sst_head)
+        self.para_head = copy.deepcopy(ours.para_head)
+        self.para_features = ours.args.para_features
 
     def embed(self, inputs):
         out = self.bert(**inputs).last_hidden_state
@@ -94,11 +97,10 @@ def mtbert_step(model, task, batch, train):
 
 
 def hf_step(model: HFEncoder, task, batch, train):
-    m = model.heads
     if task == "sst":
-        return F.cross_entropy(m.sst_head(model.embed(batch["a"])), batch["labels"])
+        return F.cross_entropy(model.sst_head(model.embed(batch["a"])), batch["labels"])
     u, v = model.embed(batch["a"]), model.embed(batch["b"])
-    logit = m.para_head(torch.cat([u, v], -1)).squeeze(-1)
+    logit = model.para_head(pair_features(u, v, model.para_features)).squeeze(-1)
     return F.binary_cross_entropy_with_logits(logit, batch["labels"].float())
 
 

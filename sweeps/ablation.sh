@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild results/ablation.md: the seed paper's ablation rows plus this project's extensions,
 # at CPU scale. Every run is shortened the same way (SHORT below): one epoch of STEPS optimizer
-# steps on the full training data, dev evaluation, no test predictions.
+# steps on the full training data, dev evaluation, no test predictions, no WiSE-FT (except the
+# last row, which adds it to the default configuration).
 #
 #   bash sweeps/ablation.sh            # all rows, then the table
 #   STEPS=100 bash sweeps/ablation.sh  # a quicker, noisier table
@@ -11,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-240}
+STEPS=${STEPS:-200}
 OUT=${OUT:-runs/ablation}
-SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions"
+SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
 
 row() {  # row NAME FLAGS...
     local name=$1; shift
@@ -39,6 +40,7 @@ row pcgrad            --sampling round_robin --pcgrad
 row annealed          --sampling annealed
 row cross             --para_head cross --sts_head cross
 row smart             --smart
-row default           # the no-flag main job's configuration
+row default           # the no-flag main job's configuration (without WiSE-FT)
+row default-wise      --wise_alphas 0.5 0.7 0.85
 
 $PY sweeps/collect.py "$OUT" results/ablation.md --steps "$STEPS"

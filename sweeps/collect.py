@@ -8,9 +8,6 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULTS = None
-
-
 def flags(config: dict) -> str:
     """The flags that differ from the defaults: what the row changes."""
     import sys
@@ -18,11 +15,13 @@ def flags(config: dict) -> str:
     from multitask_classifier import get_parser
     defaults = vars(get_parser().parse_args([]))
     skip = {"out_dir", "epochs", "steps_per_epoch", "no_predictions", "update"}
+    if config.get("wise_alphas") == []:  # the sweep's uniform setting, not a row's change
+        skip.add("wise_alphas")
     out = []
     for k, v in config.items():
         if k in skip or k.endswith(("_out", "_train", "_dev", "_test")) or defaults.get(k) == v:
             continue
-        out.append(f"--{k}" if v is True else f"--{k} {' '.join(v) if isinstance(v, list) else v}")
+        out.append(f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}")
     return " ".join(out) or "(defaults)"
 
 
@@ -44,8 +43,9 @@ def main():
                     f"{s['wall_s'] / 60:.1f} |")
     text = "\n".join([
         f"Each run: the bundled MiniLM, one epoch of {args.steps} optimizer steps on the full "
-        "training data (batch 32), dev metrics; single-task rows train one task and still report all "
-        "three dev metrics. Rebuilt by `bash sweeps/ablation.sh`.", "",
+        "training data (batch 32), dev metrics, no WiSE-FT unless the row says so; single-task rows "
+        "train one task and still report all three dev metrics (the other heads untrained). "
+        "Rebuilt by `bash sweeps/ablation.sh`.", "",
         "| run | flags | SST acc | PARA acc | STS r | overall | parameters | wall min |",
         "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

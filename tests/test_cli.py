@@ -513,7 +513,8 @@ TAMPERED = {
     "unknown option": (lambda a: {**a, "evil": "x"}, "args.json: not a valid configuration"),
     "bad number": (lambda a: {**a, "max_length": "1; rm -rf /"}, "args.json: not a valid configuration"),
     "flag injected in a list": (lambda a: {**a, "tasks": ["sst", "--evil"]}, "args.json: not a valid configuration"),
-    "shape mismatch": (lambda a: {**a, "para_features": "full"}, "model.safetensors: does not match the model"),
+    "shape mismatch": (lambda a: {**a, "para_features": "concat" if a["para_features"] == "full" else "full"},
+                       "model.safetensors: does not match the model"),
 }
 
 

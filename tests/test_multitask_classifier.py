@@ -154,8 +154,8 @@ def test_build_optimizer_groups(tiny_mtbert):
         assert lr == (1e-4 if name.startswith("bert.") else 1e-3), name
     assert n_no_decay > 0
     assert "bert.embeddings.LayerNorm.weight" in names and where[id(names["bert.embeddings.LayerNorm.weight"])][1] == 0.0
-    # without --head_lr the heads use --lr
-    model, args = tiny_mtbert("--lr", "3e-5")
+    # with --head_lr 0 the heads use --lr
+    model, args = tiny_mtbert("--lr", "3e-5", "--head_lr", "0")
     assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {3e-5}
 
 
