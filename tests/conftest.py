@@ -114,7 +114,8 @@ def run_argv(tiny_bert_dir, tiny_data_dir, tmp_path):
     def make(out="run", *extra) -> list[str]:
         out = tmp_path / out
         argv = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(out / "run"),
-                "--epochs", "2", "--batch_size", "8", "--threads", "1", "--eval_batch_size", "16"]
+                "--epochs", "2", "--steps_per_epoch", "0", "--batch_size", "8", "--threads", "1",
+                "--eval_batch_size", "16"]
         for flag, (name, _) in DATA_FILES.items():
             argv += [f"--{flag}", str(tiny_data_dir / name)]
         for t in ("sst", "para", "sts"):
