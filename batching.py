@@ -127,7 +127,7 @@ class TaskStream:
         # Under data parallelism every rank draws the same global batches and keeps its shard.
         # A global batch with fewer items than ranks is repeated cyclically, so that every rank
         # has a non-empty shard of every batch and all ranks stay at the same batch.
-        batches = bucketed_order(self.data.lengths(), self.batch_size * self.world, rng, self.bucket)
+        batches = bucketed_order(self.data.lengths(), self.batch_size, rng, self.bucket)
         return [np.resize(b, max(len(b), self.world))[self.rank::self.world] for b in batches]
 
     def __next__(self) -> dict:

@@ -64,3 +64,12 @@ def assert_in_sync(model: torch.nn.Module):
     dist.all_gather(gathered, local)
     if not all(torch.equal(g, gathered[0]) for g in gathered):
         raise RuntimeError("data-parallel ranks hold different weights")
+
+
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """A scalar averaged over ranks (each rank's loss covers only its shard of the batch)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value.item()

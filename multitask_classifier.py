@@ -372,7 +372,7 @@ def train(args, device) -> dict:
                         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                     optimizer.step()
                     for t, l in losses.items():
-                        prog["loss_sum"][t] += l.item()
+                        prog["loss_sum"][t] += distributed.mean_over_ranks(l)
                         prog["loss_n"][t] += 1
                 optimizer.zero_grad(set_to_none=True)
                 prog["step"] += 1

@@ -165,7 +165,7 @@ def test_rank_shards_union_is_the_global_batch(N):
     data = make_data(np.random.default_rng(2).integers(3, 30, N).tolist())
     bs, world = 8, 2
     single = TaskStream(data, bs * world, seed=5)
-    ranks = [TaskStream(data, bs, seed=5, rank=r, world=world) for r in range(world)]
+    ranks = [TaskStream(data, bs * world, seed=5, rank=r, world=world) for r in range(world)]  # global batch
     steps = 3 * math.ceil(N / (bs * world)) + 2  # several passes
     for step in range(steps):
         glob = next(single)["index"].tolist()
