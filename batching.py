@@ -59,6 +59,14 @@ class TaskData:
     def lengths(self) -> torch.Tensor:
         return self.a.lengths if self.b is None else torch.maximum(self.a.lengths, self.b.lengths)
 
+    def subset(self, n: int) -> "TaskData":
+        """The first n examples (all when n >= len)."""
+        if n >= len(self):
+            return self
+        cut = lambda e: None if e is None else Encoded(e.ids[:n], e.types[:n], e.lengths[:n])
+        return TaskData(self.task, self.ids[:n], cut(self.a), cut(self.b),
+                        None if self.labels is None else self.labels[:n], self.truncated)
+
     def batch(self, index) -> dict:
         index = torch.as_tensor(index, dtype=torch.long)
         out = {"index": index, "a": self.a.batch(index)}

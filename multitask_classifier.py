@@ -78,7 +78,7 @@ class MultitaskBERT(nn.Module):
         self.sts_head = {"cross": mlp(H, H, 1, p), "concat": mlp(n_feats * H, H, 1, p)}.get(args.sts_head)
         # STS score = a·cos(u, v) + b. The seed fixes a = b = 2.5, which asks unrelated sentences
         # for cos = -1 and bends the pretrained geometry; learned, the head absorbs the scale.
-        self.sts_affine = nn.Parameter(torch.tensor([2.5, 2.5]), requires_grad=args.sts_scale == "learned")
+        self.sts_affine = nn.Parameter(torch.tensor([2.5, 2.5]), requires_grad=args.sts_scale != "fixed")
         cfg = bert.config
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
@@ -272,6 +272,20 @@ class StopRequest:
         tqdm.write(f"{self.signal}: finishing this step, then saving and exiting")
 
 
+@torch.no_grad()
+def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 2000):
+    """Least-squares a, b in score = a·cos + b on up to n training pairs (a linear probe first,
+    as in LP-FT, Kumar et al. 2022): fine-tuning then starts from a calibrated head."""
+    sub = data.subset(n)
+    model.sts_affine.copy_(torch.tensor([1.0, 0.0]))
+    cos = torch.from_numpy(predict(model, sub, batch_size, device, desc=False)).double()
+    y = sub.labels.double()
+    a = ((cos - cos.mean()) * (y - y.mean())).sum() / (cos - cos.mean()).square().sum().clamp(min=1e-12)
+    model.sts_affine.copy_(torch.stack([a, y.mean() - a * cos.mean()]).float())
+    print(f"STS head fitted on {len(sub)} training pairs: score = {a.item():.3f}·cos + "
+          f"{model.sts_affine[1].item():.3f}")
+
+
 def prepare_run_dir(args) -> Path:
     run_dir = Path(args.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -317,6 +331,8 @@ def train(args, device) -> dict:
             "train_s": 0.0, "streams": {}}
     for sub in ("state", "best"):  # a crash mid-save may have left only state.old / best.old
         recover_folder(run_dir / sub)
+    if args.sts_scale == "fit" and "sts" in tasks and args.sts_head == "cosine" and not args.resume:
+        fit_sts_scale(model, data["sts", "train"], args.eval_batch_size, device)
     if args.resume and (run_dir / "state").is_dir():
         prog = load_state(run_dir / "state", model, optimizer)
         for t, st in prog["streams"].items():
@@ -496,9 +512,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="sentence embedding: SBERT mean pooling, [CLS] vector, or BERT pooler")
     g.add_argument("--para_head", choices=["concat", "cross"], default="concat",
                    help="PARA: classifier on two sentence embeddings, or a cross-encoded pair")
-    g.add_argument("--sts_scale", choices=["fixed", "learned"], default="learned",
-                   help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed) or "
-                        "learned from that start")
+    g.add_argument("--sts_scale", choices=["fixed", "learned", "fit"], default="learned",
+                   help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed), learned "
+                        "from that start, or learned from a least-squares fit to the pretrained "
+                        "cosines of training pairs (the encoder then only gets ranking errors)")
     g.add_argument("--para_features", choices=["concat", "full"], default="full",
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
     g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",

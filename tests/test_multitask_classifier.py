@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,3 +244,26 @@ def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
     if "--pcgrad" in flags or "--update" in flags:
         assert "global updates" in out
     check_predictions(argv, tiny_data_dir)
+
+
+def test_fit_sts_scale_is_least_squares(tiny_mtbert):
+    """--sts_scale fit: a, b are the least-squares line of the labels on the model's cosines."""
+    from batching import Encoded, TaskData
+
+    model, _ = tiny_mtbert("--sts_scale", "fit")
+    g = torch.Generator().manual_seed(3)
+    N, T = 40, 9
+    ids = [torch.randint(5, 100, (N, T), generator=g) for _ in range(2)]
+    lengths = torch.randint(3, T + 1, (N,), generator=g)
+    enc = [Encoded(x, torch.zeros_like(x), lengths) for x in ids]
+    labels = torch.rand(N, generator=g) * 5
+    data = TaskData("sts", [str(i) for i in range(N)], enc[0], enc[1], labels, 0)
+    mc.fit_sts_scale(model, data, batch_size=16, device="cpu", n=30)
+    with torch.no_grad():
+        batch = data.subset(30).batch(torch.arange(30))
+        u, v = model.embed_pair("sts", batch)
+        cos = torch.nn.functional.cosine_similarity(u, v, dim=-1).double().numpy()
+    a, b = np.polyfit(cos, labels[:30].double().numpy(), 1)
+    assert model.sts_affine[0].item() == pytest.approx(a, rel=1e-4, abs=1e-4)
+    assert model.sts_affine[1].item() == pytest.approx(b, rel=1e-4, abs=1e-4)
+    assert model.sts_affine.requires_grad
