@@ -2,7 +2,7 @@
 # Rebuild results/ablation.md: the seed paper's ablation rows plus this project's extensions,
 # at CPU scale. Every run is shortened the same way (SHORT below): one epoch of STEPS optimizer
 # steps on the full training data, dev evaluation, no test predictions, no WiSE-FT (except the
-# last row, which adds it to the default configuration).
+# default-wise row, which adds it to the default configuration).
 #
 #   bash sweeps/ablation.sh            # all rows, then the table
 #   STEPS=100 bash sweeps/ablation.sh  # a quicker, noisier table
@@ -42,5 +42,8 @@ row cross             --para_head cross --sts_head cross
 row smart             --smart
 row default           # the no-flag main job's configuration (without WiSE-FT)
 row default-wise      --wise_alphas 0.5 0.7 0.85
+# STS head started from a least-squares fit (linear probe first): alone, and with all tasks.
+row single-sts-fit    --tasks sts --sts_scale fit
+row fit               --sts_scale fit
 
 $PY sweeps/collect.py "$OUT" results/ablation.md --steps "$STEPS"
