@@ -132,7 +132,7 @@ class MultitaskBERT(nn.Module):
             return out.argmax(-1)
         if task == "para":
             return (out > 0).long()  # sigmoid(logit) > 0.5
-        return out
+        return out.clamp(0.0, 5.0)  # a learned a·cos + b may leave the labels' range
 
     @staticmethod
     def to_device(batch: dict, device) -> dict:
@@ -512,7 +512,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="sentence embedding: SBERT mean pooling, [CLS] vector, or BERT pooler")
     g.add_argument("--para_head", choices=["concat", "cross"], default="concat",
                    help="PARA: classifier on two sentence embeddings, or a cross-encoded pair")
-    g.add_argument("--sts_scale", choices=["fixed", "learned", "fit"], default="learned",
+    g.add_argument("--sts_scale", choices=["fixed", "learned", "fit"], default="fit",
                    help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed), learned "
                         "from that start, or learned from a least-squares fit to the pretrained "
                         "cosines of training pairs (the encoder then only gets ranking errors)")
