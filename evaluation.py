@@ -44,8 +44,10 @@ def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.n
     was_training = model.training
     model.eval()
     out = np.zeros(len(data), dtype=np.float32 if data.task == "sts" else np.int64)
+    # desc=False: no bar at all; otherwise tqdm's disable=None shows it only on a terminal.
+    quiet = True if desc is False else None
     for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
-                      leave=False, disable=None if desc is not False else True):  # None: off when not a terminal
+                      leave=False, disable=quiet):
         batch = model.to_device(data.batch(index), device)
         out[index] = model.predict(data.task, batch).cpu().numpy()
     model.train(was_training)

@@ -119,8 +119,10 @@ class MultitaskBERT(nn.Module):
             return {"out": y if task == "para" else 5.0 * torch.sigmoid(y), "u": u}
         u, v = self.embed_pair(task, batch, hook)
         if task == "para":
-            return {"out": self.para_head(pair_features(u, v, self.args.para_features)).squeeze(-1),
-                    "u": u, "v": v}
+            logit = self.para_head(pair_features(u, v, self.args.para_features)).squeeze(-1)
+            if self.args.para_symmetric:  # paraphrase is symmetric: average both orders
+                logit = 0.5 * (logit + self.para_head(pair_features(v, u, self.args.para_features)).squeeze(-1))
+            return {"out": logit, "u": u, "v": v}
         if self.args.sts_head == "concat":  # the seed's baseline: a regressor on the pair features
             y = self.sts_head(pair_features(u, v, self.args.para_features)).squeeze(-1)
             return {"out": 5.0 * torch.sigmoid(y), "u": u, "v": v}
@@ -220,18 +222,33 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     return MultitaskBERT(bert, args)
 
 
+def encoder_depth(name: str, num_layers: int) -> int:
+    """How far above the input a parameter sits: embeddings 0, layer i at i + 1, the rest
+    (pooler, PAL, heads) at num_layers + 1."""
+    if name.startswith("bert.embeddings."):
+        return 0
+    if name.startswith("bert.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
 def build_optimizer(model: nn.Module, args) -> AdamW:
-    """No weight decay on biases and LayerNorm; heads may learn faster than the encoder."""
+    """No weight decay on biases and LayerNorm; heads may learn faster than the encoder.
+    With --layer_decay d < 1 (layer-wise learning-rate decay, Howard & Ruder 2018) a parameter
+    k levels below the top learns at lr·d^k: the lower layers, which hold the most general
+    features, move least."""
     groups = {}
+    top = model.bert.config.num_hidden_layers + 1
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = p.ndim >= 2
         head = not name.startswith("bert.")
-        key = (decay, head)
-        groups.setdefault(key, {"params": [], "weight_decay": args.weight_decay if decay else 0.0,
-                                "lr": args.head_lr if (head and args.head_lr) else args.lr})
-        groups[key]["params"].append(p)
+        depth = encoder_depth(name, top - 1)
+        lr = args.head_lr if (head and args.head_lr) else args.lr * args.layer_decay ** (top - depth)
+        groups.setdefault((decay, head, depth), {
+            "params": [], "weight_decay": args.weight_decay if decay else 0.0, "lr": lr})
+        groups[decay, head, depth]["params"].append(p)
     return AdamW(list(groups.values()), lr=args.lr)
 
 
@@ -518,6 +535,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "cosines of training pairs (the encoder then only gets ranking errors)")
     g.add_argument("--para_features", choices=["concat", "full"], default="full",
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
+    g.add_argument("--para_symmetric", action=argparse.BooleanOptionalAction, default=False,
+                   help="bi-encoded PARA head: average the logits of (s1, s2) and (s2, s1)")
     g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",
                    help="STS: 2.5(1+cos(u,v)), a regressor on the pair features (the seed's "
                         "baseline), or a regressor on a cross-encoded pair")
@@ -533,6 +552,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoder")
     g.add_argument("--head_lr", type=float, default=1e-3,
                    help="learning rate of the new parameters: task heads, PAL (0 = --lr)")
+    g.add_argument("--layer_decay", type=float, default=1.0,
+                   help="layer-wise learning-rate decay: each layer down learns at this factor of the one above")
     g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0 = off)")

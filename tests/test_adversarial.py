@@ -95,6 +95,17 @@ def test_divergence_symmetric_and_zero_on_equal(task, shape):
     assert abs(divergence(task, p, p.clone()).item()) <= 1e-7
 
 
+@pytest.fixture
+def clean_pass(tiny_mtbert, tiny_batch):
+    """A tiny model, a batch of `task`, and its clean forward pass with the embedding captured."""
+    def make(task):
+        model, _ = tiny_mtbert()
+        batch = tiny_batch(task)
+        captured = Capture()
+        return model, batch, captured, model(task, batch, captured)["out"]
+    return make
+
+
 class Spy:
     """Wraps the model and records the perturbation δ = hook(x) − x of every forward pass."""
 
@@ -110,21 +121,15 @@ class Spy:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_smart_zero_without_perturbation(task, tiny_mtbert, tiny_batch):
-    model, _ = tiny_mtbert()
-    batch = tiny_batch(task)
-    captured = Capture()
-    out = model(task, batch, captured)["out"]
+def test_smart_zero_without_perturbation(task, clean_pass):
+    model, batch, captured, out = clean_pass(task)
     reg = smart_regularizer(model, task, batch, out, captured.x, eps=0.0, noise=0.0)
     assert abs(reg.item()) <= 1e-7
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_smart_positive_and_within_eps_ball(task, tiny_mtbert, tiny_batch):
-    model, _ = tiny_mtbert()
-    batch = tiny_batch(task)
-    captured = Capture()
-    out = model(task, batch, captured)["out"]
+def test_smart_positive_and_within_eps_ball(task, clean_pass):
+    model, batch, captured, out = clean_pass(task)
     eps = 1e-2
     spy = Spy(model)
     torch.manual_seed(0)

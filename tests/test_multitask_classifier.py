@@ -13,6 +13,7 @@ import torch
 import multitask_classifier as mc
 from adversarial import Capture, fgsm_loss
 from datasets import load
+from heads import pair_features
 from losses import mnrl_labels, mnrl_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,6 +78,20 @@ def test_bi_encoder_pair_matches_separate_encoding(tiny_mtbert, tiny_batch):
     want = 2.5 * (1 + torch.nn.functional.cosine_similarity(u_alone, v_alone, dim=-1))
     assert torch.allclose(out["out"], want, atol=1e-5)
 
+
+def test_para_symmetric_head_ignores_order(tiny_mtbert, tiny_batch):
+    """--para_symmetric: the logit is the mean over both orders, so swapping s1 and s2 changes
+    nothing; without it the [u; v] features make the head order-dependent."""
+    batch = tiny_batch("para", B=4)
+    swapped = {**batch, "a": batch["b"], "b": batch["a"]}
+    model, _ = tiny_mtbert("--para_symmetric")
+    out, out_swapped = model("para", batch)["out"], model("para", swapped)["out"]
+    assert torch.allclose(out, out_swapped, atol=1e-5)
+    f = lambda u, v: model.para_head(pair_features(u, v, "full")).squeeze(-1)
+    u, v = model.embed("para", batch["a"]), model.embed("para", batch["b"])
+    assert torch.allclose(out, (f(u, v) + f(v, u)) / 2, atol=1e-5)
+    plain, _ = tiny_mtbert()
+    assert not torch.allclose(plain("para", batch)["out"], plain("para", swapped)["out"], atol=1e-4)
 
 def test_cross_encoded_pairs_are_single_sequences(minilm_folder, tiny_mtbert, tiny_batch):
     from tokenizer import BertTokenizer
@@ -159,6 +174,22 @@ def test_build_optimizer_groups(tiny_mtbert):
     model, args = tiny_mtbert("--lr", "3e-5", "--head_lr", "0")
     assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {3e-5}
 
+
+
+def test_layer_decay_scales_lr_by_depth(tiny_mtbert):
+    model, args = tiny_mtbert("--lr", "1e-4", "--head_lr", "1e-3", "--layer_decay", "0.5")
+    L = model.bert.config.num_hidden_layers
+    lr_of = {id(p): g["lr"] for g in mc.build_optimizer(model, args).param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert lr_of[id(names["bert.pooler.dense.weight"])] == pytest.approx(1e-4)  # the top: no decay
+    for i in range(L):  # layer i is L - i levels below the top
+        assert lr_of[id(names[f"bert.layers.{i}.intermediate.weight"])] == pytest.approx(1e-4 * 0.5 ** (L - i))
+    assert lr_of[id(names["bert.embeddings.LayerNorm.weight"])] == pytest.approx(1e-4 * 0.5 ** (L + 1))
+    assert lr_of[id(names["sst_head.1.weight"])] == 1e-3  # heads keep --head_lr
+    assert mc.encoder_depth("bert.layers.11.output.bias", 12) == 12
+    # the default 1.0 is the plain optimizer: one encoder learning rate
+    model, args = tiny_mtbert("--lr", "1e-4", "--head_lr", "0")
+    assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {1e-4}
 
 # -- training loss -------------------------------------------------------------------------------
 def _encoder_grad(model):
