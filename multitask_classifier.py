@@ -219,6 +219,13 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     # Frozen word embeddings keep the pretrained vocabulary as it is (rows of words never seen in
     # training would otherwise only decay) and skip 11.7M of MiniLM's 22.7M optimizer updates.
     bert.embeddings.word_embeddings.weight.requires_grad_(not args.freeze_embeddings)
+    # Freezing the bottom layers (and with them the whole embedding block) keeps their general
+    # features and ends the backward pass early: a step costs about (L + 2(L - k)) / 3L of a full one.
+    if not 0 <= args.freeze_layers <= len(bert.layers):
+        raise RunError(f"--freeze_layers {args.freeze_layers}: the encoder has {len(bert.layers)} layers")
+    if args.freeze_layers:
+        for module in [bert.embeddings, *bert.layers[:args.freeze_layers]]:
+            module.requires_grad_(False)
     return MultitaskBERT(bert, args)
 
 
@@ -549,6 +556,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "default data and batch sizes)")
     g.add_argument("--freeze_embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the word embeddings at their pretrained values")
+    g.add_argument("--freeze_layers", type=int, default=0,
+                   help="keep the embeddings and this many bottom encoder layers frozen")
     g.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoder")
     g.add_argument("--head_lr", type=float, default=1e-3,
                    help="learning rate of the new parameters: task heads, PAL (0 = --lr)")

@@ -191,6 +191,21 @@ def test_layer_decay_scales_lr_by_depth(tiny_mtbert):
     model, args = tiny_mtbert("--lr", "1e-4", "--head_lr", "0")
     assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {1e-4}
 
+
+def test_freeze_layers_stops_the_backward_pass(tiny_bert_dir, tiny_batch):
+    """--freeze_layers k: the embeddings and the k bottom layers get no gradient, the rest do."""
+    args = mc.get_parser().parse_args(["--bert_model", str(tiny_bert_dir), "--freeze_layers", "1"])
+    model = mc.build_model(args)
+    mc.task_loss(model, "sst", tiny_batch("sst"))[0].backward()
+    for name, p in model.named_parameters():
+        if not name.startswith(("bert.", "sst_head.")) or name.startswith("bert.pooler."):
+            continue  # parts the SST loss does not reach
+        frozen = name.startswith(("bert.embeddings.", "bert.layers.0."))
+        assert p.requires_grad == (not frozen) and (p.grad is None) == frozen, name
+    args.freeze_layers = len(model.bert.layers) + 1
+    with pytest.raises(mc.RunError, match="--freeze_layers"):
+        mc.build_model(args)
+
 # -- training loss -------------------------------------------------------------------------------
 def _encoder_grad(model):
     g = model.bert.layers[0].attention.qkv.weight.grad
