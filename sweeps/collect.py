@@ -15,13 +15,15 @@ def flags(config: dict) -> str:
     from multitask_classifier import get_parser
     defaults = vars(get_parser().parse_args([]))
     skip = {"out_dir", "epochs", "steps_per_epoch", "no_predictions", "update"}
-    if config.get("wise_alphas") == []:  # the sweep's uniform setting, not a row's change
-        skip.add("wise_alphas")
+    defaults["wise_alphas"] = []  # sweeps turn WiSE-FT off; a row that keeps it shows the flag
     out = []
     for k, v in config.items():
         if k in skip or k.endswith(("_out", "_train", "_dev", "_test")) or defaults.get(k) == v:
             continue
-        out.append(f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}")
+        if isinstance(v, bool):
+            out.append(f"--{k}" if v else f"--no-{k}")
+        else:
+            out.append(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}")
     return " ".join(out) or "(defaults)"
 
 
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("sweep_dir")
     ap.add_argument("out")
     ap.add_argument("--steps", default="?")
+    ap.add_argument("--script", default="sweeps/ablation.sh", help="the command named in the caption")
     args = ap.parse_args()
     rows = []
     for run in sorted(Path(args.sweep_dir).iterdir(), key=lambda p: p.stat().st_mtime):
@@ -45,7 +48,7 @@ def main():
         f"Each run: the bundled MiniLM, one epoch of {args.steps} optimizer steps on the full "
         "training data (batch 32), dev metrics, no WiSE-FT unless the row says so; single-task rows "
         "train one task and still report all three dev metrics (the other heads untrained). "
-        "Rebuilt by `bash sweeps/ablation.sh`.", "",
+        f"Rebuilt by `bash {args.script}`.", "",
         "| run | flags | SST acc | PARA acc | STS r | overall | parameters | wall min |",
         "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Rebuild results/tuning.md: the runs that chose the default configuration. Each is one epoch
+# of STEPS (default 600) optimizer steps, five times the ablation's rows, so that learning rates
+# and heads are compared after they have had time to matter; dev metrics, no WiSE-FT.
+#
+#   bash sweeps/tuning.sh
+#
+# Finished rows are skipped on a re-run, as in sweeps/ablation.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STEPS=${STEPS:-600}
+OUT=${OUT:-runs/explore}
+SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
+
+row() {  # row NAME FLAGS...
+    local name=$1; shift
+    if [ -f "$OUT/$name/summary.json" ]; then echo "== $name: done, skipped"; return; fi
+    echo "== $name: $*"
+    rm -rf "$OUT/$name"
+    $PY multitask_classifier.py $SHORT --out_dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 \
+        || { echo "   failed, see $OUT/$name.log"; tail -3 "$OUT/$name.log"; }
+}
+mkdir -p "$OUT"
+
+row base600           --lr 2e-5
+row lr5e-5            --lr 5e-5
+row lr1e-4            --lr 1e-4
+row lr2e-4            --lr 2e-4
+row crosspara         --lr 2e-5 --para_head cross
+row lr1e-4-crosspara  --lr 1e-4 --para_head cross
+row mnrl              --lr 2e-5 --mnrl
+row lr1e-4-sym        --lr 1e-4 --para_symmetric
+row lr2e-4-ld08       --lr 2e-4 --layer_decay 0.8
+row lr1e-4-fz2        --lr 1e-4 --freeze_layers 2
+
+$PY sweeps/collect.py "$OUT" results/tuning.md --steps "$STEPS" --script sweeps/tuning.sh
