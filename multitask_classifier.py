@@ -534,7 +534,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_length", type=int, default=128, help="tokens per sequence; longer ones are truncated")
     g.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean",
                    help="sentence embedding: SBERT mean pooling, [CLS] vector, or BERT pooler")
-    g.add_argument("--para_head", choices=["concat", "cross"], default="concat",
+    g.add_argument("--para_head", choices=["concat", "cross"], default="cross",
                    help="PARA: classifier on two sentence embeddings, or a cross-encoded pair")
     g.add_argument("--sts_scale", choices=["fixed", "learned", "fit"], default="fit",
                    help="cosine STS head: score = a·cos + b with a = b = 2.5 fixed (the seed), learned "
@@ -558,7 +558,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="keep the word embeddings at their pretrained values")
     g.add_argument("--freeze_layers", type=int, default=0,
                    help="keep the embeddings and this many bottom encoder layers frozen")
-    g.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoder")
+    g.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of the encoder")
     g.add_argument("--head_lr", type=float, default=1e-3,
                    help="learning rate of the new parameters: task heads, PAL (0 = --lr)")
     g.add_argument("--layer_decay", type=float, default=1.0,
@@ -637,6 +637,9 @@ def main(argv=None) -> int:
             raise RunError("--eval_only needs --checkpoint RUN_DIR", code=2)
         if args.pcgrad:
             args.update = "global"
+        if args.mnrl and args.para_head == "cross" and "para" in args.tasks:
+            print("note: MNRL ranks sentence embeddings; with --para_head cross it is added to SST "
+                  "only (--para_head concat adds it to PARA too)", file=sys.stderr)
         if not args.out_dir:
             args.out_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         if args.threads:

@@ -5,14 +5,14 @@
 # default-wise row, which adds it to the default configuration).
 #
 #   bash sweeps/ablation.sh            # all rows, then the table
-#   STEPS=100 bash sweeps/ablation.sh  # a quicker, noisier table
+#   STEPS=600 bash sweeps/ablation.sh  # longer rows, a less noisy table
 #
 # Finished rows are skipped on a re-run (their run folder has summary.json), so an interrupted
 # sweep continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-200}
+STEPS=${STEPS:-120}
 OUT=${OUT:-runs/ablation}
 SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
 
@@ -26,24 +26,28 @@ row() {  # row NAME FLAGS...
 }
 mkdir -p "$OUT"
 
-# The seed's rows (its baseline: round-robin sampling, pooler output, STS regressed on [u;v]).
+# The seed's rows. Its heads: bi-encoded PARA and the fixed 2.5·(1 + cos) STS score (SEED below);
+# its baseline: round-robin sampling, pooler output, STS regressed on [u; v].
+SEED="--para_head concat --sts_scale fixed"
 row single-sst        --tasks sst
 row single-para       --tasks para
 row single-sts        --tasks sts
-row rr-pooler         --sampling round_robin --pooling pooler --sts_head concat
-row rr-pooler-cos     --sampling round_robin --pooling pooler
-row rr-mean           --sampling round_robin --pooling mean
-row sqrt-fgsm-mnrl    --sampling sqrt --fgsm --mnrl
-row sqrt-fgsm-mnrl-pal --sampling sqrt --fgsm --mnrl --pal
-# Beyond the seed.
+row rr-pooler         $SEED --sampling round_robin --pooling pooler --sts_head concat
+row rr-pooler-cos     $SEED --sampling round_robin --pooling pooler
+row rr-mean           $SEED --sampling round_robin --pooling mean
+row sqrt-fgsm-mnrl    $SEED --sampling sqrt --fgsm --mnrl
+row sqrt-fgsm-mnrl-pal $SEED --sampling sqrt --fgsm --mnrl --pal
+# Beyond the seed, each row one change from the default.
 row pcgrad            --sampling round_robin --pcgrad
 row annealed          --sampling annealed
-row cross             --para_head cross --sts_head cross
 row smart             --smart
+row bi-para           --para_head concat
+row cross-sts         --sts_head cross
+row sts-fixed         --sts_scale fixed
+row lr-2e-5           --lr 2e-5
+row layer-decay       --layer_decay 0.8
+row freeze-2          --freeze_layers 2
 row default           # the no-flag main job's configuration (without WiSE-FT)
 row default-wise      --wise_alphas 0.5 0.7 0.85
-# STS head started from a least-squares fit (linear probe first): alone, and with all tasks.
-row single-sts-fit    --tasks sts --sts_scale fit
-row fit               --sts_scale fit
 
 $PY sweeps/collect.py "$OUT" results/ablation.md --steps "$STEPS"

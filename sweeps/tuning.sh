@@ -23,15 +23,16 @@ row() {  # row NAME FLAGS...
 }
 mkdir -p "$OUT"
 
-row base600           --lr 2e-5
-row lr5e-5            --lr 5e-5
-row lr1e-4            --lr 1e-4
-row lr2e-4            --lr 2e-4
+BI="--para_head concat"  # the bi-encoded PARA head, the default when these rows ran
+row base600           $BI --lr 2e-5
+row lr5e-5            $BI --lr 5e-5
+row lr1e-4            $BI --lr 1e-4
+row lr2e-4            $BI --lr 2e-4
 row crosspara         --lr 2e-5 --para_head cross
 row lr1e-4-crosspara  --lr 1e-4 --para_head cross
-row mnrl              --lr 2e-5 --mnrl
-row lr1e-4-sym        --lr 1e-4 --para_symmetric
-row lr2e-4-ld08       --lr 2e-4 --layer_decay 0.8
-row lr1e-4-fz2        --lr 1e-4 --freeze_layers 2
+row mnrl              $BI --lr 2e-5 --mnrl
+row lr1e-4-sym        $BI --lr 1e-4 --para_symmetric
+row lr2e-4-ld08       $BI --lr 2e-4 --layer_decay 0.8
+row lr1e-4-fz2        $BI --lr 1e-4 --freeze_layers 2
 
 $PY sweeps/collect.py "$OUT" results/tuning.md --steps "$STEPS" --script sweeps/tuning.sh

@@ -513,7 +513,7 @@ TAMPERED = {
     "unknown option": (lambda a: {**a, "evil": "x"}, "args.json: not a valid configuration"),
     "bad number": (lambda a: {**a, "max_length": "1; rm -rf /"}, "args.json: not a valid configuration"),
     "flag injected in a list": (lambda a: {**a, "tasks": ["sst", "--evil"]}, "args.json: not a valid configuration"),
-    "shape mismatch": (lambda a: {**a, "para_features": "concat" if a["para_features"] == "full" else "full"},
+    "shape mismatch": (lambda a: {**a, "para_head": "concat" if a["para_head"] == "cross" else "cross"},
                        "model.safetensors: does not match the model"),
 }
 

@@ -84,13 +84,13 @@ def test_para_symmetric_head_ignores_order(tiny_mtbert, tiny_batch):
     nothing; without it the [u; v] features make the head order-dependent."""
     batch = tiny_batch("para", B=4)
     swapped = {**batch, "a": batch["b"], "b": batch["a"]}
-    model, _ = tiny_mtbert("--para_symmetric")
+    model, _ = tiny_mtbert("--para_head", "concat", "--para_symmetric")
     out, out_swapped = model("para", batch)["out"], model("para", swapped)["out"]
     assert torch.allclose(out, out_swapped, atol=1e-5)
     f = lambda u, v: model.para_head(pair_features(u, v, "full")).squeeze(-1)
     u, v = model.embed("para", batch["a"]), model.embed("para", batch["b"])
     assert torch.allclose(out, (f(u, v) + f(v, u)) / 2, atol=1e-5)
-    plain, _ = tiny_mtbert()
+    plain, _ = tiny_mtbert("--para_head", "concat")
     assert not torch.allclose(plain("para", batch)["out"], plain("para", swapped)["out"], atol=1e-4)
 
 def test_cross_encoded_pairs_are_single_sequences(minilm_folder, tiny_mtbert, tiny_batch):
@@ -217,7 +217,8 @@ def _encoder_grad(model):
                                    ("--fgsm", "--mnrl", "--smart")])
 @pytest.mark.parametrize("task", TASKS)
 def test_training_loss_with_extensions(tiny_mtbert, tiny_batch, flags, task):
-    model, args = tiny_mtbert(*flags)  # eval mode: deterministic passes
+    # bi-encoded PARA: MNRL's PARA term ranks sentence embeddings (it has none to rank when cross-encoded)
+    model, args = tiny_mtbert("--para_head", "concat", *flags)  # eval mode: deterministic passes
     batch = tiny_batch(task, B=6)
     clean, out = mc.task_loss(model, task, batch)
     torch.manual_seed(0)
