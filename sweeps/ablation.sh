@@ -7,8 +7,8 @@
 #   bash sweeps/ablation.sh            # all rows, then the table
 #   STEPS=600 bash sweeps/ablation.sh  # longer rows, a less noisy table
 #
-# Finished rows are skipped on a re-run (their run folder has summary.json), so an interrupted
-# sweep continues where it stopped.
+# Finished rows are skipped on a re-run (sweeps/common.sh), so an interrupted sweep continues
+# where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,15 +16,7 @@ STEPS=${STEPS:-120}
 OUT=${OUT:-runs/ablation}
 SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
 
-row() {  # row NAME FLAGS...
-    local name=$1; shift
-    if [ -f "$OUT/$name/summary.json" ]; then echo "== $name: done, skipped"; return; fi
-    echo "== $name: $*"
-    rm -rf "$OUT/$name"
-    $PY multitask_classifier.py $SHORT --out_dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 \
-        || { echo "   failed, see $OUT/$name.log"; tail -3 "$OUT/$name.log"; }
-}
-mkdir -p "$OUT"
+source sweeps/common.sh
 
 # The seed's rows. Its heads: bi-encoded PARA and the fixed 2.5·(1 + cos) STS score (SEED below);
 # its baseline: round-robin sampling, pooler output, STS regressed on [u; v].
@@ -41,6 +33,9 @@ row sqrt-fgsm-mnrl-pal $SEED --sampling sqrt --fgsm --mnrl --pal
 row pcgrad            --sampling round_robin --pcgrad
 row annealed          --sampling annealed
 row smart             --smart
+row fgsm              --fgsm                    # the seed's ε = 1e-5
+row fgsm-1e-3         --fgsm --fgsm_eps 1e-3
+row fgsm-1e-2         --fgsm --fgsm_eps 1e-2
 row bi-para           --para_head concat
 row cross-sts         --sts_head cross
 row sts-fixed         --sts_scale fixed

@@ -5,7 +5,7 @@
 #
 #   bash sweeps/tuning.sh
 #
-# Finished rows are skipped on a re-run, as in sweeps/ablation.sh.
+# Finished rows are skipped on a re-run (sweeps/common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,15 +13,7 @@ STEPS=${STEPS:-600}
 OUT=${OUT:-runs/explore}
 SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
 
-row() {  # row NAME FLAGS...
-    local name=$1; shift
-    if [ -f "$OUT/$name/summary.json" ]; then echo "== $name: done, skipped"; return; fi
-    echo "== $name: $*"
-    rm -rf "$OUT/$name"
-    $PY multitask_classifier.py $SHORT --out_dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 \
-        || { echo "   failed, see $OUT/$name.log"; tail -3 "$OUT/$name.log"; }
-}
-mkdir -p "$OUT"
+source sweeps/common.sh
 
 BI="--para_head concat"  # the bi-encoded PARA head, the default when these rows ran
 row base600           $BI --lr 2e-5
