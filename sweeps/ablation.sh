@@ -9,14 +9,9 @@
 #
 # Finished rows are skipped on a re-run (sweeps/common.sh), so an interrupted sweep continues
 # where it stopped.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-120}
 OUT=${OUT:-runs/ablation}
-SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
-
-source sweeps/common.sh
+source "$(dirname "$0")/common.sh"
 
 # The seed's rows. Its heads: bi-encoded PARA and the fixed 2.5·(1 + cos) STS score (SEED below);
 # its baseline: round-robin sampling, pooler output, STS regressed on [u; v].

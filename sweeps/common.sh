@@ -1,8 +1,15 @@
-# Shared by the sweep scripts (sourced from the repository root, after PY, OUT and SHORT are set).
+# Shared by the sweep scripts, sourced after they set STEPS and OUT: strict mode, the repository
+# root as working folder, the shortened run (SHORT: one epoch of STEPS steps, dev metrics only,
+# no WiSE-FT), and
 #
 #   row NAME FLAGS...   run multitask_classifier.py with $SHORT FLAGS into $OUT/NAME, log in
 #                       $OUT/NAME.log; a row whose folder already has summary.json is skipped, so
 #                       an interrupted sweep continues where it stopped.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PY:-.venv/bin/python}
+SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
+
 row() {
     local name=$1; shift
     if [ -f "$OUT/$name/summary.json" ]; then echo "== $name: done, skipped"; return; fi

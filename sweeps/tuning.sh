@@ -6,14 +6,9 @@
 #   bash sweeps/tuning.sh
 #
 # Finished rows are skipped on a re-run (sweeps/common.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-600}
 OUT=${OUT:-runs/explore}
-SHORT="--epochs 1 --steps_per_epoch $STEPS --no_predictions --wise_alphas"
-
-source sweeps/common.sh
+source "$(dirname "$0")/common.sh"
 
 BI="--para_head concat"  # the bi-encoded PARA head, the default when these rows ran
 row base600           $BI --lr 2e-5
