@@ -301,8 +301,9 @@ def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 
     """Least-squares a, b in score = a·cos + b on up to n training pairs (a linear probe first,
     as in LP-FT, Kumar et al. 2022): fine-tuning then starts from a calibrated head."""
     sub = data.subset(n)
-    model.sts_affine.copy_(torch.tensor([1.0, 0.0]))
-    cos = torch.from_numpy(predict(model, sub, batch_size, device, desc=False)).double()
+    # score = cos + 1 lies in [0, 2], inside the [0, 5] clamp of predictions, so no cosine is cut.
+    model.sts_affine.copy_(torch.tensor([1.0, 1.0]))
+    cos = torch.from_numpy(predict(model, sub, batch_size, device, desc=False)).double() - 1.0
     y = sub.labels.double()
     a = ((cos - cos.mean()) * (y - y.mean())).sum() / (cos - cos.mean()).square().sum().clamp(min=1e-12)
     model.sts_affine.copy_(torch.stack([a, y.mean() - a * cos.mean()]).float())

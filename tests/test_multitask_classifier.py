@@ -93,6 +93,7 @@ def test_para_symmetric_head_ignores_order(tiny_mtbert, tiny_batch):
     plain, _ = tiny_mtbert("--para_head", "concat")
     assert not torch.allclose(plain("para", batch)["out"], plain("para", swapped)["out"], atol=1e-4)
 
+
 def test_cross_encoded_pairs_are_single_sequences(minilm_folder, tiny_mtbert, tiny_batch):
     from tokenizer import BertTokenizer
 
@@ -175,7 +176,6 @@ def test_build_optimizer_groups(tiny_mtbert):
     assert {g["lr"] for g in mc.build_optimizer(model, args).param_groups} == {3e-5}
 
 
-
 def test_layer_decay_scales_lr_by_depth(tiny_mtbert):
     model, args = tiny_mtbert("--lr", "1e-4", "--head_lr", "1e-3", "--layer_decay", "0.5")
     L = model.bert.config.num_hidden_layers
@@ -205,6 +205,7 @@ def test_freeze_layers_stops_the_backward_pass(tiny_bert_dir, tiny_batch):
     args.freeze_layers = len(model.bert.layers) + 1
     with pytest.raises(mc.RunError, match="--freeze_layers"):
         mc.build_model(args)
+
 
 # -- training loss -------------------------------------------------------------------------------
 def _encoder_grad(model):
