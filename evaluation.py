@@ -18,6 +18,7 @@ from batching import eval_order
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
            "sts": "Predicted_Similiary"}
 METRIC_NAMES = {"sst": "sst_acc", "para": "para_acc", "sts": "sts_r"}
+NUM_SENTIMENTS = 5  # SST-5 classes
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -39,29 +40,47 @@ def overall(metrics: dict) -> float:
 
 
 @torch.no_grad()
-def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
-    """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
+def scores(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
+    """Scores of every example of `data`, in file order: SST class probabilities [N, 5], PARA
+    P(paraphrase) [N], STS similarity [N]. Scores, not decisions, so that an ensemble can average them."""
     was_training = model.training
     model.eval()
-    out = np.zeros(len(data), dtype=np.float32 if data.task == "sts" else np.int64)
+    out = np.zeros((len(data), NUM_SENTIMENTS) if data.task == "sst" else len(data), dtype=np.float32)
     # desc=False: no bar at all; otherwise tqdm's disable=None shows it only on a terminal.
     quiet = True if desc is False else None
     for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
                       leave=False, disable=quiet):
         batch = model.to_device(data.batch(index), device)
-        out[index] = model.predict(data.task, batch).cpu().numpy()
+        out[index] = model.scores(data.task, batch).float().cpu().numpy()
     model.train(was_training)
     return out
 
 
+def decide(task: str, s: np.ndarray) -> np.ndarray:
+    """Scores to leaderboard values: the argmax class (SST), P > 0.5 (PARA), the score itself (STS)."""
+    if task == "sst":
+        return s.argmax(-1)
+    if task == "para":
+        return (s > 0.5).astype(np.int64)
+    return s
+
+
+def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
+    """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
+    return decide(data.task, scores(model, data, batch_size, device, desc))
+
+
+def dev_metrics(preds: dict, dev: dict) -> dict:
+    """Metrics of the predictions `preds` (task -> array) against the labels of `dev` (task -> TaskData)."""
+    metrics = {METRIC_NAMES[t]: task_metric(t, p, dev[t].labels.numpy()) for t, p in preds.items()}
+    metrics["overall"] = overall(metrics)
+    return metrics
+
+
 def evaluate(model, dev: dict, batch_size: int = 128, device="cpu") -> tuple[dict, dict]:
     """Metrics over the dev sets in `dev` (task -> TaskData), and the predictions."""
-    metrics, preds = {}, {}
-    for task, data in dev.items():
-        preds[task] = predict(model, data, batch_size, device, desc=f"dev {task}")
-        metrics[METRIC_NAMES[task]] = task_metric(task, preds[task], data.labels.numpy())
-    metrics["overall"] = overall(metrics)
-    return metrics, preds
+    preds = {task: predict(model, data, batch_size, device, desc=f"dev {task}") for task, data in dev.items()}
+    return dev_metrics(preds, dev), preds
 
 
 def write_predictions(path, task: str, ids: list[str], preds: np.ndarray):

@@ -2,6 +2,7 @@
 
     python multitask_classifier.py                  # train on the defaults, evaluate, predict
     python multitask_classifier.py --checkpoint runs/X --eval_only   # predict from a saved run
+    python multitask_classifier.py --checkpoint runs/X runs/Y runs/Z --eval_only   # their ensemble
 
 An *epoch* is a fixed number of optimizer steps (--steps_per_epoch). By default it is the number
 of batches one pass over every task's training set takes (local updates), or that number divided
@@ -34,7 +35,7 @@ from bert import BertModel
 from checkpoint import read_json, recover_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
-from evaluation import evaluate, predict, write_predictions
+from evaluation import NUM_SENTIMENTS, decide, dev_metrics, evaluate, predict, scores, write_predictions
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss
 from optimizer import AdamW
@@ -53,8 +54,6 @@ from run_folder import (
 from samplers import KINDS, TaskSampler
 from tokenizer import BertTokenizer
 from wise import choose_alpha, snapshot
-
-NUM_SENTIMENTS = 5
 
 
 class RunError(RuntimeError):
@@ -128,13 +127,15 @@ class MultitaskBERT(nn.Module):
             return {"out": 5.0 * torch.sigmoid(y), "u": u, "v": v}
         return {"out": cosine_similarity_score(u, v, *self.sts_affine), "u": u, "v": v}
 
-    def predict(self, task: str, batch: dict) -> torch.Tensor:
+    def scores(self, task: str, batch: dict) -> torch.Tensor:
+        """What evaluation reads: SST class probabilities [B, 5], PARA P(paraphrase) [B], STS
+        score [B] in [0, 5] (a learned a·cos + b may leave the labels' range)."""
         out = self.forward(task, batch)["out"].float()
         if task == "sst":
-            return out.argmax(-1)
+            return out.softmax(-1)
         if task == "para":
-            return (out > 0).long()  # sigmoid(logit) > 0.5
-        return out.clamp(0.0, 5.0)  # a learned a·cos + b may leave the labels' range
+            return torch.sigmoid(out)
+        return out.clamp(0.0, 5.0)
 
     @staticmethod
     def to_device(batch: dict, device) -> dict:
@@ -266,12 +267,10 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def write_all_predictions(model, data: dict, args, device):
-    for task in TASKS:
-        for split in ("dev", "test"):
-            preds = predict(model, data[task, split], args.eval_batch_size, device,
-                            desc=f"{split} {task}")
-            write_predictions(getattr(args, f"{task}_{split}_out"), task, data[task, split].ids, preds)
+def write_all_predictions(preds: dict, data: dict, args):
+    """The six leaderboard files from `preds`: (task, split) -> predictions in file order."""
+    for (task, split), p in preds.items():
+        write_predictions(getattr(args, f"{task}_{split}_out"), task, data[task, split].ids, p)
 
 
 class StopRequest:
@@ -466,7 +465,8 @@ def train(args, device) -> dict:
             best = {**best, **metrics, "wise_alpha": alpha}
             save_best(model, args, run_dir / "best")
     if not args.no_predictions:
-        write_all_predictions(model, data, args, device)
+        write_all_predictions({(t, s): predict(model, data[t, s], args.eval_batch_size, device, desc=f"{s} {t}")
+                               for t in TASKS for s in ("dev", "test")}, data, args)
     wall = time.time() - t_start
     print("\nbest dev results\n" + summary_table(history, best, wall, prog["examples"]))
     (run_dir / "summary.json").write_text(json.dumps(
@@ -490,19 +490,32 @@ def saved_args(folder: Path, file: str) -> argparse.Namespace:
 
 
 def eval_only(args, device) -> dict:
-    """Evaluate a saved run on dev and write the six prediction files."""
-    folder = Path(args.checkpoint)
-    recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
-    folder = folder / "best" if (folder / "best").is_dir() else folder
-    margs = saved_args(folder, "args.json")
+    """Evaluate saved runs on dev and write the six prediction files. Given several runs, predict
+    with their ensemble: each task's scores (SST class probabilities, PARA probability, STS score)
+    averaged over the runs, then decided as for one model. Each run reads the data with its own
+    tokenizer and pair encoding, so runs with different heads can be mixed."""
     raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))
-    tokenizer = BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
-    data = encode_all(raw, tokenizer, margs)
-    model = build_model(margs, checkpoint=folder).to(device)
-    load_weights(model, folder)
-    metrics, _ = evaluate(model, {t: data[t, "dev"] for t in TASKS}, args.eval_batch_size, device)
-    write_all_predictions(model, data, args, device)
-    print("dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    keys = [(t, s) for t in TASKS for s in ("dev", "test")]
+    mean = {k: 0.0 for k in keys}
+    for path in args.checkpoint:
+        folder = Path(path)
+        recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
+        folder = folder / "best" if (folder / "best").is_dir() else folder
+        margs = saved_args(folder, "args.json")
+        tokenizer = BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
+        data = encode_all(raw, tokenizer, margs)
+        model = build_model(margs, checkpoint=folder).to(device)
+        load_weights(model, folder)
+        member = {k: scores(model, data[k], args.eval_batch_size, device, desc=f"{k[1]} {k[0]}") for k in keys}
+        if len(args.checkpoint) > 1:
+            m = dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, {t: data[t, "dev"] for t in TASKS})
+            print(f"{path}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in keys}
+    preds = {k: decide(k[0], mean[k]) for k in keys}
+    metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, {t: data[t, "dev"] for t in TASKS})
+    write_all_predictions(preds, data, args)
+    print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ")
+          + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics
 
 
@@ -622,7 +635,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="skip writing the six prediction files (sweeps)")
     g.add_argument("--out_dir", default="", help="run folder (default runs/<timestamp>)")
     g.add_argument("--overwrite", action="store_true", help="allow writing into an existing run folder")
-    g.add_argument("--checkpoint", default="", help="a saved run folder to predict from")
+    g.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN",
+                   help="saved run folders to predict from; several = their ensemble (averaged scores)")
     g.add_argument("--eval_only", action="store_true", help="with --checkpoint: evaluate and predict only")
     return p
 
@@ -634,8 +648,11 @@ def main(argv=None) -> int:
             resume = args.resume
             args = saved_args(Path(resume), "config.json")
             args.resume, args.out_dir = resume, resume
+        args.checkpoint = [c for c in args.checkpoint if c]  # configs saved before it was a list hold ""
         if args.eval_only and not args.checkpoint:
             raise RunError("--eval_only needs --checkpoint RUN_DIR", code=2)
+        if args.checkpoint and not args.eval_only:
+            raise RunError("--checkpoint predicts from saved runs and trains nothing: add --eval_only", code=2)
         if args.pcgrad:
             args.update = "global"
         if args.mnrl and args.para_head == "cross" and "para" in args.tasks:

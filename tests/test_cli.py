@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import DATA_FILES
@@ -28,7 +29,7 @@ from safetensors.torch import load_file
 import checkpoint
 import multitask_classifier as mc
 from batching import TASKS
-from evaluation import HEADERS
+from evaluation import HEADERS, decide
 from run_folder import load_state, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +236,41 @@ def test_eval_only_reproduces_the_prediction_files(smoke, tiny_bert_dir, tiny_da
     best = json.loads((smoke.run / "summary.json").read_text())["best"]
     printed = capsys.readouterr().out
     assert f"overall {best['overall']:.4f}" in printed
+
+
+def test_ensemble_predicts_the_mean_of_its_members_scores(smoke, tiny_bert_dir, tiny_data_dir, tmp_path,
+                                                           monkeypatch, capsys):
+    # A second member with another PARA head (bi-encoded pairs, another seed): runs may be mixed.
+    other = tmp_path / "bi"
+    assert mc.main(tiny_argv(tiny_bert_dir, tiny_data_dir, other, *SMOKE, "--para_head", "concat",
+                             "--seed", "5")) == 0
+    capsys.readouterr()  # the member's training output
+    seen, real = [], mc.scores  # every member's scores, in the order they are computed
+
+    def spy(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+    monkeypatch.setattr(mc, "scores", spy)
+    out = tmp_path / "ensemble"
+    argv = tiny_argv(tiny_bert_dir, tiny_data_dir, out, "--checkpoint", smoke.run, other / "run", "--eval_only")
+    assert mc.main(argv) == 0
+    keys = [(t, s) for t in TASKS for s in ("dev", "test")]
+    assert len(seen) == 2 * len(keys)
+    for j, (t, s) in enumerate(keys):
+        first, second = seen[j], seen[len(keys) + j]
+        assert not np.allclose(first, second)  # the members differ, so the mean is a real test
+        rows = pred_files(out)[f"{t}-{s}"].read_text().splitlines()[1:]
+        got = np.array([float(r.split(" , ")[1]) for r in rows])
+        np.testing.assert_allclose(got, decide(t, (first + second) / 2), atol=1e-4)  # STS is written to 4 places
+    printed = capsys.readouterr().out
+    assert "ensemble dev:" in printed and printed.count("sst_acc") == 3  # two members, then the ensemble
+
+
+def test_checkpoint_without_eval_only_is_refused(smoke, tiny_bert_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert mc.main(tiny_argv(tiny_bert_dir, tiny_data_dir, out, "--checkpoint", smoke.run)) == 2
+    assert "add --eval_only" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_same_seed_same_metrics_and_predictions(smoke, tiny_bert_dir, tiny_data_dir, tmp_path):

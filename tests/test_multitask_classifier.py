@@ -13,6 +13,7 @@ import torch
 import multitask_classifier as mc
 from adversarial import Capture, fgsm_loss
 from datasets import load
+from evaluation import decide
 from heads import pair_features
 from losses import mnrl_labels, mnrl_pairs
 
@@ -121,21 +122,23 @@ def test_cross_encoded_pairs_are_single_sequences(minilm_folder, tiny_mtbert, ti
 
 
 @pytest.mark.parametrize("flags", [(), ("--para_head", "cross", "--sts_head", "cross")])
-def test_predict_ranges(tiny_mtbert, tiny_batch, flags):
+@torch.no_grad()
+def test_scores_and_decisions(tiny_mtbert, tiny_batch, flags):
     model, args = tiny_mtbert(*flags)
+    model.eval()
     B = 16
-    sst = model.predict("sst", tiny_batch("sst", B=B))
-    assert sst.dtype == torch.long and sst.shape == (B,) and ((sst >= 0) & (sst <= 4)).all()
-    pb = batch_for(tiny_batch, args, "para", B=B)
-    para = model.predict("para", pb)
-    assert para.shape == (B,) and set(para.tolist()) <= {0, 1}
-    assert torch.equal(para, (torch.sigmoid(model("para", pb)["out"]) > 0.5).long())
-    sts = model.predict("sts", batch_for(tiny_batch, args, "sts", B=B))
-    assert sts.dtype == torch.float32 and sts.shape == (B,)
-    assert ((sts >= 0) & (sts <= 5)).all()
-    # an SST prediction is the argmax of the logits
     b = tiny_batch("sst", B=B, seed=3)
-    assert torch.equal(model.predict("sst", b), model("sst", b)["out"].argmax(-1))
+    sst = model.scores("sst", b)
+    assert sst.shape == (B, 5) and torch.allclose(sst.sum(-1), torch.ones(B))
+    # an SST prediction is the argmax of the logits
+    assert np.array_equal(decide("sst", sst.numpy()), model("sst", b)["out"].argmax(-1).numpy())
+    pb = batch_for(tiny_batch, args, "para", B=B)
+    para = decide("para", model.scores("para", pb).numpy())
+    assert para.dtype == np.int64 and para.shape == (B,) and set(para.tolist()) <= {0, 1}
+    assert np.array_equal(para, (model("para", pb)["out"] > 0).long().numpy())
+    sts = decide("sts", model.scores("sts", batch_for(tiny_batch, args, "sts", B=B)).numpy())
+    assert sts.dtype == np.float32 and sts.shape == (B,)
+    assert ((sts >= 0) & (sts <= 5)).all()
 
 
 # -- schedule and optimizer ----------------------------------------------------------------------
