@@ -39,3 +39,19 @@ def test_collect_rows_and_flags(tmp_path, monkeypatch):
     assert "`--no-freeze_embeddings --lr 0.0003 --pcgrad`" in rows[2]
     assert "| 0.500 | 0.800 | 0.900 | 0.733 | 23.45M | 1.5 |" in rows[2]
     assert "50 optimizer steps" in text and "`bash sweeps/x.sh`" in text
+
+
+def test_collect_ensemble_adds_a_row_from_the_eval_log(tmp_path, monkeypatch):
+    sweep = tmp_path / "ensemble"
+    _run(sweep / "seed-1", ["--seed", "1"], {"sst_acc": 0.5, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7333})
+    _run(sweep / "seed-2", ["--seed", "2"], {"sst_acc": 0.4, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7})
+    log = sweep / "ensemble.log"
+    log.write_text("runs/x: sst_acc 0.1, para_acc 0.1, sts_r 0.1, overall 0.1\n"
+                   "ensemble dev: sst_acc 0.5123, para_acc 0.8456, sts_r 0.8789, overall 0.7658\n")
+    out = tmp_path / "table.md"
+    monkeypatch.setattr(sys, "argv", ["collect.py", str(sweep), str(out), "--ensemble", str(log)])
+    collect.main()
+    rows = [l for l in out.read_text().splitlines() if l.startswith("| ") and not l.startswith("| run")]
+    assert rows[0].startswith("| seed-1 | `--seed 1` |")  # full runs: WiSE-FT at its default is not a flag
+    assert rows[2] == ("| ensemble | `--eval_only --checkpoint seed-1 seed-2` | 0.512 | 0.846 | 0.879 | "
+                       "0.766 | 46.91M | 3.0 |")
