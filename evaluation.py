@@ -6,6 +6,7 @@ the predicted similarity. Overall = (SST acc + PARA acc + (STS r + 1) / 2) / 3, 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,16 @@ def dev_metrics(preds: dict, dev: dict) -> dict:
     metrics = {METRIC_NAMES[t]: task_metric(t, p, dev[t].labels.numpy()) for t, p in preds.items()}
     metrics["overall"] = overall(metrics)
     return metrics
+
+
+def metrics_line(metrics: dict) -> str:
+    """`sst_acc 0.4796, para_acc 0.8530, ...`: how runs print metrics (parse_metrics reads it back)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def parse_metrics(line: str) -> dict:
+    """The metrics of a line printed with metrics_line (any prefix before them is ignored)."""
+    return {k: float(v) for k, v in re.findall(r"(\w+) (-?\d+\.\d+)", line)}
 
 
 def evaluate(model, dev: dict, batch_size: int = 128, device="cpu") -> tuple[dict, dict]:

@@ -35,7 +35,16 @@ from bert import BertModel
 from checkpoint import read_json, recover_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
-from evaluation import NUM_SENTIMENTS, decide, dev_metrics, evaluate, predict, scores, write_predictions
+from evaluation import (
+    NUM_SENTIMENTS,
+    decide,
+    dev_metrics,
+    evaluate,
+    metrics_line,
+    predict,
+    scores,
+    write_predictions,
+)
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss
 from optimizer import AdamW
@@ -430,7 +439,7 @@ def train(args, device) -> dict:
                                  for t in tasks if prog["loss_n"][t]}}
                     prog["history"].append(record)
                     prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
-                    print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in metrics)
+                    print(f"epoch {epoch + 1}: {metrics_line(metrics)}"
                           + f" ({record['train_s']:.0f}s training)")
                     if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
                         prog["best"] = record
@@ -506,16 +515,15 @@ def eval_only(args, device) -> dict:
         data = encode_all(raw, tokenizer, margs)
         model = build_model(margs, checkpoint=folder).to(device)
         load_weights(model, folder)
+        dev = {t: data[t, "dev"] for t in TASKS}
         member = {k: scores(model, data[k], args.eval_batch_size, device, desc=f"{k[1]} {k[0]}") for k in keys}
         if len(args.checkpoint) > 1:
-            m = dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, {t: data[t, "dev"] for t in TASKS})
-            print(f"{path}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+            print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in keys}
     preds = {k: decide(k[0], mean[k]) for k in keys}
-    metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, {t: data[t, "dev"] for t in TASKS})
+    metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, dev)
     write_all_predictions(preds, data, args)
-    print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ")
-          + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ") + metrics_line(metrics))
     return metrics
 
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's modules
+from evaluation import parse_metrics  # noqa: E402
+
 
 def flags(config: dict, full_runs: bool = False) -> str:
     """The flags that differ from the defaults: what the row changes. Shortened sweep rows turn
     WiSE-FT off and set their own length; `full_runs` compares with the main job as it is."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from multitask_classifier import get_parser
     defaults = vars(get_parser().parse_args([]))
     skip = {"out_dir", "no_predictions", "update"} | (set() if full_runs else {"epochs", "steps_per_epoch"})
@@ -36,7 +38,7 @@ def ensemble_metrics(log: Path) -> dict:
     line = next((l for l in log.read_text().splitlines() if l.startswith("ensemble dev: ")), None)
     if line is None:
         raise SystemExit(f"{log}: no 'ensemble dev:' line")
-    return {k: float(v) for k, v in re.findall(r"(\w+) (-?[\d.]+)", line)}
+    return parse_metrics(line)
 
 
 def row(name: str, what: str, b: dict, parameters: float, wall_s: float) -> str:
