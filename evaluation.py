@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from batching import eval_order
+from batching import TASKS, eval_order
 
 # Column names exactly as the leaderboard reads them ("Similiary" is the leaderboard's spelling).
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
@@ -106,3 +106,30 @@ def write_predictions(path, task: str, ids: list[str], preds: np.ndarray):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# -- per-example dev scores: what compare.py and analysis.py read, with no new inference --------
+def save_dev_scores(path, scores: dict, dev: dict, examples: dict):
+    """Write `RUN_DIR/dev_scores.npz`: for each task t in `scores`, `t_scores` (SST class
+    probabilities [N, 5], PARA P(paraphrase) [N], STS score [N]), `t_labels`, `t_ids` and the
+    sentences `t_sent1`, `t_sent2` ("" for SST), in dev-file order. The sentences make the run
+    folder self-contained for error analysis."""
+    arrays = {}
+    for t, s in scores.items():
+        arrays[f"{t}_scores"] = np.asarray(s, dtype=np.float32)
+        arrays[f"{t}_labels"] = dev[t].labels.numpy()
+        arrays[f"{t}_ids"] = np.array(dev[t].ids, dtype=str)
+        arrays[f"{t}_sent1"] = np.array([e.sent1 for e in examples[t]], dtype=str)
+        arrays[f"{t}_sent2"] = np.array([e.sent2 or "" for e in examples[t]], dtype=str)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_dev_scores(path) -> dict:
+    """`dev_scores.npz` back as {task: {"scores", "labels", "ids", "sent1", "sent2"}}."""
+    with np.load(path, allow_pickle=False) as z:
+        tasks = [k[:-len("_scores")] for k in z.files if k.endswith("_scores")]
+        return {t: {f: z[f"{t}_{f}"] for f in ("scores", "labels", "ids", "sent1", "sent2")}
+                for t in TASKS if t in tasks}
