@@ -94,6 +94,13 @@ def evaluate(model, dev: dict, batch_size: int = 128, device="cpu") -> tuple[dic
     return dev_metrics(preds, dev), preds
 
 
+def write_prediction_files(preds: dict, data: dict, args):
+    """The leaderboard files of `preds` ((task, split) -> predictions in file order), at the
+    paths of --{task}_{split}_out."""
+    for (task, split), p in preds.items():
+        write_predictions(getattr(args, f"{task}_{split}_out"), task, data[task, split].ids, p)
+
+
 def write_predictions(path, task: str, ids: list[str], preds: np.ndarray):
     """One leaderboard file: a header line, then `id , value ` per example. Written atomically."""
     path = Path(path)

@@ -4,16 +4,18 @@
     python multitask_classifier.py --checkpoint runs/X --eval_only   # predict from a saved run
     python multitask_classifier.py --checkpoint runs/X runs/Y runs/Z --eval_only   # their ensemble
 
-An *epoch* is a fixed number of optimizer steps (--steps_per_epoch). By default it is the number
-of batches one pass over every task's training set takes (local updates), or that number divided
-by the number of tasks (global updates, where one step takes a batch of every task); each step's
-task comes from the sampler (samplers.py), so an epoch is not an exact pass over every task.
+    python multitask_classifier.py --config runs/X/config.json --seed 2   # replay a run, one change
+    python multitask_classifier.py --option pretrain --lr 1e-3   # the CS224N starter's command lines
+
+An *epoch* is one pass over the training data: as many optimizer steps as the tasks have batches
+(local updates; a global step takes a batch of every task and counts for that many). Each step's
+task comes from the sampler (samplers.py), so a pass is exact in total, not for every task.
+--epochs may be fractional; --steps_per_epoch N sets an epoch's length by hand. The loop itself
+is in trainer.py; this file holds the model, its heads and losses, and the command line.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import random
 import sys
@@ -24,52 +26,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 import distributed
 from adversarial import Capture, fgsm_loss, smart_regularizer
 from base_bert import CheckpointError
-from batching import TASKS, TaskStream, encode_task
+from batching import TASKS, encode_task
 from bert import BertModel
-from checkpoint import read_json, recover_folder
+from checkpoint import recover_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import (
     NUM_SENTIMENTS,
     decide,
     dev_metrics,
-    evaluate,
     metrics_line,
     predict,
     scores,
-    write_predictions,
+    write_prediction_files,
 )
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss
 from pal import PAL
-from pcgrad import pcgrad_backward
-from run_folder import (
-    clear_run,
-    load_state,
-    load_weights,
-    plot_curves,
-    save_best,
-    save_state,
-    summary_table,
-    write_metrics,
-)
-from samplers import KINDS, TaskSampler
+from replay import NOT_REPLAYED, config_file, saved_argv
+from run_folder import load_weights
+from samplers import KINDS
 from tokenizer import BertTokenizer
-from trainer import StopRequest, build_optimizer, lr_factor
-from wise import choose_alpha, snapshot
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on; the message says why and what to do. `code` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+from tracking import REPORTERS
+from trainer import RunError, Trainer
 
 
 class MultitaskBERT(nn.Module):
@@ -235,13 +218,9 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     if args.freeze_layers:
         for module in [bert.embeddings, *bert.layers[:args.freeze_layers]]:
             module.requires_grad_(False)
+    if args.option == "pretrain":  # the starter's linear-probe mode: the encoder stays as loaded
+        bert.requires_grad_(False)
     return MultitaskBERT(bert, args)
-
-
-def write_all_predictions(preds: dict, data: dict, args):
-    """The six leaderboard files from `preds`: (task, split) -> predictions in file order."""
-    for (task, split), p in preds.items():
-        write_predictions(getattr(args, f"{task}_{split}_out"), task, data[task, split].ids, p)
 
 
 @torch.no_grad()
@@ -270,172 +249,24 @@ def prepare_run_dir(args) -> Path:
 
 
 def train(args, device) -> dict:
+    """Read and encode the data, build the model, and hand both to the training loop (trainer.py)."""
     t_start = time.time()
-    rank, world = distributed.setup(device)
-    main_rank = rank == 0
     raw = load_all(args)  # validation first: a bad file stops here, before anything is written
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
     run_dir = prepare_run_dir(args)
     model = build_model(args).to(device)
     distributed.broadcast_parameters(model)
-    pretrained = snapshot(model.bert) if args.wise_alphas else None
-    n_params = sum(p.numel() for p in model.parameters())
     if model.pal is not None:
         print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
-
-    tasks = list(args.tasks)
-    sizes = {t: len(data[t, "train"]) for t in tasks}
-    bs = {t: getattr(args, f"{t}_batch_size") or args.batch_size for t in tasks}
-    n_batches = sum(math.ceil(sizes[t] / bs[t]) for t in tasks)
-    steps = args.steps_per_epoch or max(1, round(n_batches / (len(tasks) if args.update == "global" else 1)))
-    total, warmup = steps * args.epochs, int(args.warmup_ratio * steps * args.epochs)
-    streams = {t: TaskStream(data[t, "train"], bs[t], args.seed, not args.no_bucket, rank, world)
-               for t in tasks}
-    sampler = TaskSampler(sizes, args.sampling, args.sample_wt, args.epochs, args.seed)
-    optimizer = build_optimizer(model, args)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    shared = [p for p in model.bert.parameters() if p.requires_grad]
-    dev = {t: data[t, "dev"] for t in TASKS}
-
-    # Loop progress: everything a resumed run needs besides weights, optimizer and RNG states.
-    prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0,
-            "loss_sum": {t: 0.0 for t in tasks}, "loss_n": {t: 0 for t in tasks},
-            "train_s": 0.0, "streams": {}}
-    for sub in ("state", "best"):  # a crash mid-save may have left only state.old / best.old
-        recover_folder(run_dir / sub)
-    if args.sts_scale == "fit" and "sts" in tasks and args.sts_head == "cosine" and not args.resume:
+    if args.sts_scale == "fit" and "sts" in args.tasks and args.sts_head == "cosine" and not args.resume:
         fit_sts_scale(model, data["sts", "train"], args.eval_batch_size, device)
-    if args.resume and (run_dir / "state").is_dir():
-        prog = load_state(run_dir / "state", model, optimizer)
-        for t, st in prog["streams"].items():
-            streams[t].load_state_dict(st)
-        print(f"resumed {run_dir} at step {prog['step']} of {total}")
-    elif main_rank:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        clear_run(run_dir)  # --overwrite (or a --resume with no state yet): start afresh
-        (run_dir / "config.json").write_text(json.dumps(vars(args), indent=2))
-    print(f"training {', '.join(f'{t}: {sizes[t]}' for t in tasks)} examples; {args.epochs} epochs "
-          f"of {steps} steps ({args.update} updates, {args.sampling} sampling); {n_params:,} parameters")
-
-    def checkpoint():
-        prog["streams"] = {t: s.state_dict() for t, s in streams.items()}
-        if main_rank:
-            save_state(run_dir / "state", model, optimizer, prog)
-
-    bar, plan = None, None
-    try:
-        with StopRequest() as stop:
-            while prog["step"] < total:
-                epoch, i = divmod(prog["step"], steps)
-                if bar is None:
-                    plan = sampler.epoch_tasks(epoch, steps)
-                    bar = tqdm(total=steps, initial=i, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_rank)
-                t0 = time.time()
-                model.train()
-                for g, lr in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = lr * lr_factor(prog["step"], total, warmup)
-
-                # One optimizer step: a batch of one task (local) or of every task (global).
-                losses = {}
-                for t in (tasks if args.update == "global" else [plan[i]]):
-                    batch = model.to_device(next(streams[t]), device)
-                    prog["examples"] += len(batch["index"]) * world
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                        losses[t] = training_loss(model, t, batch, args)
-                bad = [t for t, l in losses.items() if not torch.isfinite(l)]
-                if bad and not args.skip_nonfinite:
-                    raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
-                                   f"the last good state is in {run_dir / 'state'} "
-                                   "(--skip_nonfinite skips such batches)")
-                if bad:
-                    prog["skipped"] += 1
-                else:
-                    if args.pcgrad:
-                        pcgrad_backward(list(losses.values()), shared,
-                                        random.Random(f"{args.seed}-{prog['step']}"))  # resumable
-                    else:
-                        sum(losses.values()).backward()
-                    distributed.average_gradients(model)
-                    if args.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-                    optimizer.step()
-                    for t, l in losses.items():
-                        prog["loss_sum"][t] += distributed.mean_over_ranks(l)
-                        prog["loss_n"][t] += 1
-                optimizer.zero_grad(set_to_none=True)
-                prog["step"] += 1
-                prog["train_s"] += time.time() - t0
-                bar.update(1)
-                bar.set_postfix({t: f"{prog['loss_sum'][t] / max(1, prog['loss_n'][t]):.3f}" for t in tasks})
-
-                if i + 1 == steps:  # end of epoch: evaluate, keep the best weights
-                    bar.close()
-                    bar = None
-                    distributed.assert_in_sync(model)
-                    metrics, _ = evaluate(model, dev, args.eval_batch_size, device)
-                    record = {"epoch": epoch + 1, **metrics, "train_s": prog["train_s"],
-                              **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
-                                 for t in tasks if prog["loss_n"][t]}}
-                    prog["history"].append(record)
-                    prog.update(loss_sum={t: 0.0 for t in tasks}, loss_n={t: 0 for t in tasks}, train_s=0.0)
-                    print(f"epoch {epoch + 1}: {metrics_line(metrics)}"
-                          + f" ({record['train_s']:.0f}s training)")
-                    if main_rank and (prog["best"] is None or metrics["overall"] > prog["best"]["overall"]):
-                        prog["best"] = record
-                        save_best(model, args, run_dir / "best")
-                    if main_rank:
-                        write_metrics(prog["history"], run_dir / "metrics.jsonl")
-                    checkpoint()
-                elif args.save_every and prog["step"] % args.save_every == 0:
-                    checkpoint()
-                if stop.signal:
-                    checkpoint()
-                    raise RunError(f"stopped by {stop.signal} after step {prog['step']}; state saved. "
-                                   f"Continue with: python multitask_classifier.py --resume {run_dir}", code=130)
-    finally:  # end the progress line, so that an error message gets a line of its own
-        if bar is not None:
-            bar.close()
-
-    history, best = prog["history"], prog["best"]
-    if not main_rank:
-        return best
-    if prog["skipped"]:
-        print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
-    plot_curves(history, run_dir / "curves.png")
-    load_weights(model, run_dir / "best")  # predictions come from the best epoch's weights
-    wise = None
-    if args.wise_alphas:
-        alpha, metrics, wise = choose_alpha(
-            model.bert, pretrained, args.wise_alphas,
-            lambda: evaluate(model, dev, args.eval_batch_size, device)[0])
-        print("WiSE-FT dev overall by alpha: " + ", ".join(f"{a:g}: {o:.4f}" for a, o in wise.items()))
-        if alpha != 1.0:
-            best = {**best, **metrics, "wise_alpha": alpha}
-            save_best(model, args, run_dir / "best")
-    if not args.no_predictions:
-        write_all_predictions({(t, s): predict(model, data[t, s], args.eval_batch_size, device, desc=f"{s} {t}")
-                               for t in TASKS for s in ("dev", "test")}, data, args)
-    wall = time.time() - t_start
-    print("\nbest dev results\n" + summary_table(history, best, wall, prog["examples"]))
-    (run_dir / "summary.json").write_text(json.dumps(
-        {"best": best, "wall_s": wall, "examples": prog["examples"], "parameters": n_params,
-         "skipped_steps": prog["skipped"], "wise_ft": wise}, indent=2))
-    return best
+    return Trainer(model, training_loss, data, raw, args, device, run_dir).run(t_start)
 
 
 def saved_args(folder: Path, file: str) -> argparse.Namespace:
     """Arguments saved in a run, validated by the same parser as the command line."""
-    saved = read_json(folder / file)
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{folder / file}: not a valid configuration (expected a JSON object, "
-                              f"found {type(saved).__name__})")
-    parser = get_parser()
-
-    def refuse(message):  # one line naming the file, instead of argparse's usage dump and exit
-        raise CheckpointError(f"{folder / file}: not a valid configuration ({message})")
-    parser.error = refuse
-    return parser.parse_args(args_to_argv(saved))
+    return resolve(get_parser().parse_args(saved_argv(folder / file, get_parser())))
 
 
 def eval_only(args, device) -> dict:
@@ -450,11 +281,16 @@ def eval_only(args, device) -> dict:
         folder = Path(path)
         recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
         folder = folder / "best" if (folder / "best").is_dir() else folder
-        margs = saved_args(folder, "args.json")
+        if (folder / "heads.json").is_file():  # a folder written by export.py
+            from export import load_exported  # imported here: export.py imports this module
+            model, margs = load_exported(folder)
+        else:
+            margs = saved_args(folder, "args.json")
+            model = build_model(margs, checkpoint=folder)
+            load_weights(model, folder)
         tokenizer = BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
         data = encode_all(raw, tokenizer, margs)
-        model = build_model(margs, checkpoint=folder).to(device)
-        load_weights(model, folder)
+        model = model.to(device)
         dev = {t: data[t, "dev"] for t in TASKS}
         member = {k: scores(model, data[k], args.eval_batch_size, device, desc=f"{k[1]} {k[0]}") for k in keys}
         if len(args.checkpoint) > 1:
@@ -462,28 +298,39 @@ def eval_only(args, device) -> dict:
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in keys}
     preds = {k: decide(k[0], mean[k]) for k in keys}
     metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, dev)
-    write_all_predictions(preds, data, args)
+    write_prediction_files(preds, data, args)
     print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ") + metrics_line(metrics))
     return metrics
 
 
 # -- command line ------------------------------------------------------------------------------
-def args_to_argv(d: dict) -> list[str]:
-    """A saved argument dict back into command-line form, so the parser validates it."""
-    on_by_default = {a.dest for a in get_parser()._actions if a.default is True}
-    argv = []
-    for k, v in d.items():
-        if v is None or (v is False and k not in on_by_default):
-            continue
-        if v is False:  # a switch that is on by default, turned off
-            argv.append(f"--no-{k}")
-            continue
-        argv.append(f"--{k}")
-        if isinstance(v, list):
-            argv += [str(x) for x in v]
-        elif v is not True:
-            argv.append(str(v))
-    return argv
+class FineTuneMode(argparse.Action):
+    """--fine-tune-mode X sets --option: last-linear-layer = pretrain, full-model = finetune."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, {"last-linear-layer": "pretrain", "full-model": "finetune"}[value])
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Settings that follow from others, fixed once so that config.json records what ran."""
+    if args.lr is None:  # the starter's defaults per mode, with this project's fine-tuning lr
+        args.lr = 1e-3 if args.option == "pretrain" else 1e-4
+    if args.option == "pretrain":  # only the heads train, at --lr (the starter's meaning)
+        args.head_lr = 0.0
+    if args.pcgrad:
+        args.update = "global"
+    args.checkpoint = [c for c in args.checkpoint if c]  # configs saved before it was a list hold ""
+    return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, over a saved configuration when --config names one."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = get_parser()
+    config = config_file(argv)
+    if config:
+        argv = saved_argv(Path(config), parser, drop=NOT_REPLAYED) + argv
+    return resolve(parser.parse_args(argv))
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -512,15 +359,26 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                    help="tasks to train on (one task = single-task fine-tuning)")
-    g.add_argument("--epochs", type=int, default=2, help="number of epochs (see above for what an epoch is)")
-    g.add_argument("--steps_per_epoch", type=int, default=1200,
+    g.add_argument("--epochs", type=float, default=2.5,
+                   help="passes over the training data; fractions allowed (2.5 = 2,405 steps with the "
+                        "default data and batch sizes)")
+    g.add_argument("--steps_per_epoch", type=int, default=0,
                    help="optimizer steps per epoch; 0 = one pass's worth of batches (962 with the "
                         "default data and batch sizes)")
+    g.add_argument("--option", choices=["pretrain", "finetune"], default="finetune",
+                   help="the CS224N starter's modes: pretrain = encoder frozen, only the heads train "
+                        "(at --lr, default 1e-3); finetune = everything trains")
+    g.add_argument("--fine-tune-mode", dest="option", action=FineTuneMode,
+                   choices=["last-linear-layer", "full-model"],
+                   help="the later starter's name for --option: last-linear-layer = pretrain, "
+                        "full-model = finetune")
     g.add_argument("--freeze_embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the word embeddings at their pretrained values")
     g.add_argument("--freeze_layers", type=int, default=0,
                    help="keep the embeddings and this many bottom encoder layers frozen")
-    g.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of the encoder")
+    g.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the encoder (default 1e-4; with --option pretrain, of the "
+                        "heads, default 1e-3)")
     g.add_argument("--head_lr", type=float, default=1e-3,
                    help="learning rate of the new parameters: task heads, PAL (0 = --lr)")
     g.add_argument("--layer_decay", type=float, default=1.0,
@@ -541,35 +399,56 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_train_examples", type=int, default=0, help="cap per task (0 = all), for smoke runs")
     g.add_argument("--seed", type=int, default=11711, help="random seed")
     g = p.add_argument_group("extensions")
-    g.add_argument("--fgsm", action="store_true", help="FGSM adversarial training on the embedding output")
+    g.add_argument("--fgsm", action=argparse.BooleanOptionalAction, default=False,
+                   help="FGSM adversarial training on the embedding output")
     g.add_argument("--fgsm_eps", type=float, default=1e-5, help="FGSM step ε")
-    g.add_argument("--mnrl", action="store_true", help="add multiple-negatives ranking loss (SST, PARA)")
+    g.add_argument("--mnrl", action=argparse.BooleanOptionalAction, default=False,
+                   help="add multiple-negatives ranking loss (SST, PARA)")
     g.add_argument("--mnrl_wt", type=float, default=0.5, help="weight of the MNRL term")
-    g.add_argument("--pcgrad", action="store_true", help="PCGrad gradient surgery (implies --update global)")
-    g.add_argument("--pal", action="store_true", help="task-specific Projected Attention Layers")
+    g.add_argument("--pcgrad", action=argparse.BooleanOptionalAction, default=False,
+                   help="PCGrad gradient surgery (implies --update global)")
+    g.add_argument("--pal", action=argparse.BooleanOptionalAction, default=False,
+                   help="task-specific Projected Attention Layers")
     g.add_argument("--pal_dim", type=int, default=64, help="PAL projection size")
     g.add_argument("--pal_heads", type=int, default=4, help="PAL attention heads")
-    g.add_argument("--smart", action="store_true", help="SMART smoothness-inducing adversarial regulariser")
+    g.add_argument("--smart", action=argparse.BooleanOptionalAction, default=False,
+                   help="SMART smoothness-inducing adversarial regulariser")
     g.add_argument("--smart_wt", type=float, default=1.0, help="weight of the SMART term")
     g.add_argument("--smart_eps", type=float, default=1e-5, help="SMART perturbation bound (L-inf)")
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
-    g.add_argument("--wise_alphas", type=float, nargs="*", default=[0.5, 0.7, 0.85],
+    g.add_argument("--wise_alphas", type=float, nargs="*", default=[],
                    help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
-                        "− pretrained) for these α and keep the best on dev (none = off)")
+                        "− pretrained) for these α and keep the best on dev (e.g. 0.5 0.7 0.85; "
+                        "off by default: the fine-tuned weights, α = 1, scored best on the default run)")
+    g.add_argument("--patience", type=int, default=0,
+                   help="early stopping: stop after this many evaluations without a better dev overall "
+                        "(0 = off); the best weights are kept")
+    g.add_argument("--min_delta", type=float, default=0.0,
+                   help="early stopping: a dev overall must beat the best by more than this to count")
     g = p.add_argument_group("robustness")
+    g.add_argument("--eval_every", type=int, default=0,
+                   help="evaluate on dev every N optimizer steps (0 = once per epoch); always at the end")
+    g.add_argument("--log_every", type=int, default=50,
+                   help="write the mean train loss of each task every N steps (train_log.jsonl, curves.png)")
+    g.add_argument("--report_to", choices=REPORTERS, default="none",
+                   help="also write TensorBoard event files under RUN_DIR/tensorboard/")
+    g.add_argument("--config", metavar="RUN_DIR/config.json",
+                   help="start a new run with a saved run's configuration; flags given here override it")
     g.add_argument("--save_every", type=int, default=200,
                    help="save the training state every N steps (0 = only at epoch ends)")
     g.add_argument("--resume", default="", help="continue the run in this folder from its saved state")
-    g.add_argument("--skip_nonfinite", action="store_true",
+    g.add_argument("--skip_nonfinite", action=argparse.BooleanOptionalAction, default=False,
                    help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("speed")
-    g.add_argument("--use_gpu", action="store_true", help="train on CUDA (bf16 autocast)")
+    g.add_argument("--use_gpu", action=argparse.BooleanOptionalAction, default=False,
+                   help="train on CUDA (bf16 autocast)")
     g.add_argument("--eval_batch_size", type=int, default=128, help="batch size for evaluation")
     g.add_argument("--no_bucket", action="store_true", help="random batches (no length bucketing)")
     g.add_argument("--no_unpad", action="store_true", help="run layers on padded batches")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     g = p.add_argument_group("data and outputs")
-    g.add_argument("--strict", action="store_true", help="stop on the first bad data row")
+    g.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False,
+                   help="stop on the first bad data row")
     for t, stem in (("sst", "ids-sst"), ("para", "quora"), ("sts", "sts")):
         for split in ("train", "dev", "test"):
             suffix = "-student" if split == "test" else ""
@@ -590,19 +469,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
     try:
+        args = parse_args(argv)
         if args.resume:  # continue with the run's own configuration
             resume = args.resume
             args = saved_args(Path(resume), "config.json")
             args.resume, args.out_dir = resume, resume
-        args.checkpoint = [c for c in args.checkpoint if c]  # configs saved before it was a list hold ""
         if args.eval_only and not args.checkpoint:
             raise RunError("--eval_only needs --checkpoint RUN_DIR", code=2)
         if args.checkpoint and not args.eval_only:
             raise RunError("--checkpoint predicts from saved runs and trains nothing: add --eval_only", code=2)
-        if args.pcgrad:
-            args.update = "global"
         if args.mnrl and args.para_head == "cross" and "para" in args.tasks:
             print("note: MNRL ranks sentence embeddings; with --para_head cross it is added to SST "
                   "only (--para_head concat adds it to PARA too)", file=sys.stderr)

@@ -1,11 +1,15 @@
 """What a run leaves behind: checkpoints, metrics, learning curves, the summary table.
 
-    RUN_DIR/config.json        resolved arguments
-    RUN_DIR/metrics.jsonl      one line of dev metrics and mean train losses per epoch
+    RUN_DIR/config.json        resolved arguments (replay with --config)
+    RUN_DIR/metrics.jsonl      one line of dev metrics and mean train losses per evaluation
+    RUN_DIR/train_log.jsonl    mean train loss per task every --log_every steps (tracking.py)
+    RUN_DIR/dev_scores.npz     per-example dev scores of the best weights (compare.py, analysis.py)
+    RUN_DIR/analysis.md, .png  error analysis of those scores (analysis.py)
     RUN_DIR/best/              best-by-dev-overall weights: model.safetensors, config.json (BERT),
                                args.json, vocab.txt, tokenizer_config.json (self-contained)
     RUN_DIR/state/             the latest training state, for --resume (safetensors + JSON)
-    RUN_DIR/curves.png         train loss per task, dev metrics per epoch
+    RUN_DIR/curves.png         train loss per task and dev metrics against the step
+    RUN_DIR/tensorboard/       TensorBoard events (--report_to tensorboard)
     RUN_DIR/summary.json       best epoch's metrics, wall time, throughput
 """
 from __future__ import annotations
@@ -17,7 +21,6 @@ from pathlib import Path
 from torch import nn
 
 from base_bert import CheckpointError, resolve_model_dir
-from batching import TASKS
 from checkpoint import (
     optimizer_from_parts,
     optimizer_to_parts,
@@ -28,7 +31,6 @@ from checkpoint import (
     set_rng_state,
     write_folder,
 )
-from evaluation import METRIC_NAMES
 
 
 def save_best(model, args, folder: Path):
@@ -75,7 +77,8 @@ def load_state(folder: Path, model, optimizer) -> dict:
 
 
 # What a run writes into its folder (with the .tmp/.old siblings of its atomic writes).
-RUN_ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "curves.png", "best", "state")
+RUN_ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "curves.png", "best", "state",
+                 "train_log.jsonl", "dev_scores.npz", "analysis.md", "analysis.png", "tensorboard")
 
 
 def clear_run(run_dir: Path):
@@ -99,32 +102,12 @@ def write_folder_file(path: Path, text: str):
     tmp.replace(path)
 
 
-def plot_curves(history: list[dict], path: Path):
-    """Train loss per task and dev metrics per epoch, one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for t in TASKS:
-        if any(f"loss_{t}" in h for h in history):
-            ax1.plot(epochs, [h.get(f"loss_{t}", float("nan")) for h in history], "o-", label=t)
-    ax1.set(xlabel="epoch", ylabel="mean train loss", title="training loss")
-    ax1.legend()
-    for key in (*METRIC_NAMES.values(), "overall"):
-        ax2.plot(epochs, [h[key] for h in history], "o-", label=key)
-    ax2.set(xlabel="epoch", ylabel="dev metric", title="dev metrics")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def summary_table(history: list[dict], best: dict, wall: float, examples: int) -> str:
     train_s = sum(h["train_s"] for h in history)
     rows = [("SST accuracy", f"{best['sst_acc']:.4f}"), ("PARA accuracy", f"{best['para_acc']:.4f}"),
             ("STS Pearson r", f"{best['sts_r']:.4f}"), ("overall", f"{best['overall']:.4f}"),
-            ("best epoch", str(best["epoch"])), ("epochs run", str(len(history))),
+            ("best evaluation", f"step {best['step']} (epoch {best['epoch']:g})"),
+            ("evaluations", str(len(history))),
             ("WiSE-FT alpha", str(best.get("wise_alpha", "1 (fine-tuned weights)"))),
             ("wall time", f"{wall / 60:.1f} min"),
             ("training examples/s", f"{examples / max(1e-9, train_s):.1f}")]

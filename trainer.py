@@ -4,12 +4,46 @@ multitask_classifier.py builds the model and data and calls `train`; this file i
 """
 from __future__ import annotations
 
-import signal
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
+import distributed
+from batching import TASKS, TaskStream
+from checkpoint import recover_folder
+from evaluation import (
+    decide,
+    dev_metrics,
+    load_dev_scores,
+    metrics_line,
+    predict,
+    save_dev_scores,
+    scores,
+    write_prediction_files,
+)
 from optimizer import AdamW
+from pcgrad import pcgrad_backward
+from run_folder import clear_run, load_state, load_weights, save_best, save_state, summary_table, write_metrics
+from samplers import TaskSampler
+from stopping import StopRequest, is_improvement, should_stop_early
+from tracking import Tracker
+from wise import choose_alpha, snapshot
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do. `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 def encoder_depth(name: str, num_layers: int) -> int:
@@ -49,25 +83,237 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-class StopRequest:
-    """While active, SIGINT/SIGTERM ask the loop to finish the current step, save and exit."""
-
-    def __init__(self):
-        self.signal, self._previous = None, {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-        tqdm.write(f"{self.signal}: finishing this step, then saving and exiting")
 
 
+# -- how long a run is, and when it evaluates -----------------------------------------------------
+@dataclass
+class Schedule:
+    steps_per_epoch: int  # optimizer steps in one epoch
+    total: int            # optimizer steps in the run
+    warmup: int           # steps of linear warm-up
+    eval_every: int       # evaluate every this many steps (an epoch's worth by default)
+
+    def evaluates_at(self, step: int) -> bool:
+        """Evaluate after `step` (1-based): every eval_every steps, and always after the last."""
+        return step % self.eval_every == 0 or step == self.total
+
+    def epoch(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+
+def schedule(args, sizes: dict, batch_sizes: dict) -> Schedule:
+    """By default an epoch is one pass over the training data: as many optimizer steps as the
+    tasks have batches (local updates; a global step takes a batch of every task, so it counts for
+    that many). --epochs may be fractional (2.5 = two passes and a half); --steps_per_epoch N sets
+    an epoch's length by hand."""
+    batches = sum(math.ceil(sizes[t] / batch_sizes[t]) for t in sizes)
+    per_step = len(sizes) if args.update == "global" else 1
+    steps = args.steps_per_epoch or max(1, round(batches / per_step))
+    total = max(1, round(steps * args.epochs))
+    return Schedule(steps, total, int(args.warmup_ratio * total), args.eval_every or steps)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+class Trainer:
+    """Multitask training of `model` with `loss(model, task, batch, args)`: each optimizer step
+    takes a batch of the task the sampler draws (local updates) or of every task (global),
+    evaluates on dev on schedule, keeps the best weights and saves a resumable state."""
+
+    def __init__(self, model, loss, data: dict, raw: dict, args, device, run_dir: Path):
+        self.model, self.loss, self.data, self.raw, self.args = model, loss, data, raw, args
+        self.device, self.run_dir = device, run_dir
+        self.rank, self.world = distributed.setup(device)
+        self.main_rank = self.rank == 0
+        self.tasks = list(args.tasks)
+        sizes = {t: len(data[t, "train"]) for t in self.tasks}
+        bs = {t: getattr(args, f"{t}_batch_size") or args.batch_size for t in self.tasks}
+        self.plan = schedule(args, sizes, bs)
+        self.streams = {t: TaskStream(data[t, "train"], bs[t], args.seed, not args.no_bucket,
+                                      self.rank, self.world) for t in self.tasks}
+        self.sampler = TaskSampler(sizes, args.sampling, args.sample_wt, math.ceil(args.epochs), args.seed)
+        self.optimizer = build_optimizer(model, args)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.shared = [p for p in model.bert.parameters() if p.requires_grad]
+        self.dev = {t: data[t, "dev"] for t in TASKS}
+        # Loop progress: everything a resumed run needs besides weights, optimizer and RNG states.
+        self.prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0,
+                     "loss_sum": {t: 0.0 for t in self.tasks}, "loss_n": {t: 0 for t in self.tasks},
+                     "train_s": 0.0, "streams": {}}
+        self.pretrained = snapshot(model.bert) if args.wise_alphas else None
+        self._epoch, self._tasks = None, []
+        print(f"training {', '.join(f'{t}: {sizes[t]}' for t in self.tasks)} examples; "
+              f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; "
+              f"{args.update} updates, {args.sampling} sampling), dev evaluation every "
+              f"{self.plan.eval_every} steps; {sum(p.numel() for p in model.parameters()):,} parameters")
+
+    # -- start: a fresh run folder, or the saved state of an interrupted run ----------------------
+    def start(self):
+        for sub in ("state", "best"):  # a crash mid-save may have left only state.old / best.old
+            recover_folder(self.run_dir / sub)
+        if self.args.resume and (self.run_dir / "state").is_dir():
+            self.prog = load_state(self.run_dir / "state", self.model, self.optimizer)
+            for t, st in self.prog["streams"].items():
+                self.streams[t].load_state_dict(st)
+            print(f"resumed {self.run_dir} at step {self.prog['step']} of {self.plan.total}")
+        elif self.main_rank:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            clear_run(self.run_dir)  # --overwrite (or a --resume with no state yet): start afresh
+            (self.run_dir / "config.json").write_text(json.dumps(vars(self.args), indent=2))
+        self.tracker = Tracker(self.run_dir, self.args.log_every, self.args.report_to,
+                               self.prog["step"], enabled=self.main_rank)
+
+    def run(self, t_start: float) -> dict:
+        """Train to the end (or an early stop), then predict with the best weights. `t_start`:
+        when the command started, for the wall time in summary.json."""
+        self.start()
+        bar = tqdm(total=self.plan.total, initial=self.prog["step"], desc="training",
+                   disable=not self.main_rank)
+        try:
+            with StopRequest() as stop:
+                while self.prog["step"] < self.plan.total:
+                    losses = self.step()
+                    bar.update(1)
+                    bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
+                    if self.plan.evaluates_at(self.prog["step"]):
+                        bar.clear()
+                        self.evaluate()
+                        self.checkpoint()
+                        if should_stop_early(self.prog["history"], self.args.patience, self.args.min_delta):
+                            print(f"early stop: {self.args.patience} evaluations without a better dev "
+                                  f"overall; the best is from step {self.prog['best']['step']}")
+                            break
+                    elif self.args.save_every and self.prog["step"] % self.args.save_every == 0:
+                        self.checkpoint()
+                    if stop.signal:
+                        self.checkpoint()
+                        raise RunError(f"stopped by {stop.signal} after step {self.prog['step']}; state "
+                                       f"saved. Continue with: python multitask_classifier.py --resume "
+                                       f"{self.run_dir}", code=130)
+        finally:  # end the progress line, so that an error message gets a line of its own
+            bar.close()
+            self.tracker.close()
+        return self.finish(t_start)
+
+    # -- one optimizer step -----------------------------------------------------------------------
+    def step(self) -> dict:
+        """A batch of one task (local) or of every task (global): losses, backward, AdamW."""
+        args, prog, model = self.args, self.prog, self.model
+        t0 = time.time()
+        epoch, i = divmod(prog["step"], self.plan.steps_per_epoch)
+        if self._epoch != epoch:  # draw the task of every step of this epoch
+            self._epoch, self._tasks = epoch, self.sampler.epoch_tasks(epoch, self.plan.steps_per_epoch)
+        model.train()
+        for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * lr_factor(prog["step"], self.plan.total, self.plan.warmup)
+        losses = {}
+        for t in (self.tasks if args.update == "global" else [self._tasks[i]]):
+            batch = model.to_device(next(self.streams[t]), self.device)
+            prog["examples"] += len(batch["index"]) * self.world
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                losses[t] = self.loss(model, t, batch, args)
+        bad = [t for t, l in losses.items() if not torch.isfinite(l)]
+        if bad and not args.skip_nonfinite:
+            raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
+                           f"the last good state is in {self.run_dir / 'state'} "
+                           "(--skip_nonfinite skips such batches)")
+        values = {}
+        if bad:
+            prog["skipped"] += 1
+        else:
+            if args.pcgrad:  # the projection's task order is seeded by the step: resumable
+                pcgrad_backward(list(losses.values()), self.shared, random.Random(f"{args.seed}-{prog['step']}"))
+            else:
+                sum(losses.values()).backward()
+            distributed.average_gradients(model)
+            if args.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            self.optimizer.step()
+            values = {t: distributed.mean_over_ranks(l) for t, l in losses.items()}
+            for t, v in values.items():
+                prog["loss_sum"][t] += v
+                prog["loss_n"][t] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        prog["step"] += 1
+        prog["train_s"] += time.time() - t0
+        self.tracker.train_loss(prog["step"], values)
+        return values
+
+    # -- evaluation and checkpoints ----------------------------------------------------------------
+    def dev_scores(self) -> dict:
+        return {t: scores(self.model, d, self.args.eval_batch_size, self.device, desc=f"dev {t}")
+                for t, d in self.dev.items()}
+
+    def evaluate(self):
+        """Dev metrics now; the best weights (and their per-example dev scores) kept."""
+        prog = self.prog
+        distributed.assert_in_sync(self.model)
+        dev_scores = self.dev_scores()
+        metrics = dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev)
+        record = {"step": prog["step"], "epoch": round(self.plan.epoch(prog["step"]), 3), **metrics,
+                  "train_s": prog["train_s"], **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
+                                                 for t in self.tasks if prog["loss_n"][t]}}
+        prog["history"].append(record)
+        prog.update(loss_sum={t: 0.0 for t in self.tasks}, loss_n={t: 0 for t in self.tasks}, train_s=0.0)
+        tqdm.write(f"step {prog['step']} (epoch {record['epoch']:g}): {metrics_line(metrics)} "
+                   f"({record['train_s']:.0f}s training)")
+        if not self.main_rank:
+            return
+        if is_improvement(metrics["overall"], prog["best"] and prog["best"]["overall"], self.args.min_delta):
+            prog["best"] = record
+            save_best(self.model, self.args, self.run_dir / "best")
+            save_dev_scores(self.run_dir / "dev_scores.npz", dev_scores, self.dev, self.raw_dev())
+        write_metrics(prog["history"], self.run_dir / "metrics.jsonl")
+        self.tracker.evaluation(record, prog["history"])
+
+    def raw_dev(self) -> dict:
+        return {t: self.raw[t, "dev"] for t in TASKS}
+
+    def checkpoint(self):
+        self.prog["streams"] = {t: s.state_dict() for t, s in self.streams.items()}
+        if self.main_rank:
+            save_state(self.run_dir / "state", self.model, self.optimizer, self.prog)
+
+    # -- the end: best weights, WiSE-FT, predictions, analysis, summary ----------------------------
+    def finish(self, t_start: float) -> dict:
+        prog, args, run_dir = self.prog, self.args, self.run_dir
+        best = prog["best"]
+        if not self.main_rank:
+            return best
+        if prog["skipped"]:
+            print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
+        load_weights(self.model, run_dir / "best")  # predictions come from the best evaluation's weights
+        wise = self.wise_ft() if args.wise_alphas else None
+        if wise and wise["alpha"] != 1.0:
+            best = {**best, **wise["metrics"], "wise_alpha": wise["alpha"]}
+        if not args.no_predictions:
+            dev = self.saved_dev_predictions()
+            test = {t: predict(self.model, self.data[t, "test"], args.eval_batch_size, self.device,
+                               desc=f"test {t}") for t in TASKS}
+            write_prediction_files({**{(t, "dev"): dev[t] for t in TASKS},
+                                    **{(t, "test"): test[t] for t in TASKS}}, self.data, args)
+        from analysis import write_analysis
+        write_analysis(run_dir)
+        wall = time.time() - t_start
+        print("\nbest dev results\n" + summary_table(prog["history"], best, wall, prog["examples"]))
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"best": best, "wall_s": wall, "examples": prog["examples"], "steps": prog["step"],
+             "parameters": sum(p.numel() for p in self.model.parameters()),
+             "skipped_steps": prog["skipped"], "wise_ft": wise and wise["overall"]}, indent=2))
+        return best
+
+    def wise_ft(self) -> dict:
+        """WiSE-FT: try encoder weights between the pretrained and fine-tuned ones; keep the best."""
+        alpha, metrics, overall = choose_alpha(
+            self.model.bert, self.pretrained, self.args.wise_alphas,
+            lambda: dev_metrics({t: decide(t, s) for t, s in self.dev_scores().items()}, self.dev))
+        print("WiSE-FT dev overall by alpha: " + ", ".join(f"{a:g}: {o:.4f}" for a, o in overall.items()))
+        if alpha != 1.0:  # the mixed weights become the run's best, with their dev scores
+            save_best(self.model, self.args, self.run_dir / "best")
+            save_dev_scores(self.run_dir / "dev_scores.npz", self.dev_scores(), self.dev, self.raw_dev())
+        return {"alpha": alpha, "metrics": metrics, "overall": overall}
+
+    def saved_dev_predictions(self) -> dict:
+        """The dev predictions of the best weights, from the scores saved at their evaluation
+        (no second pass over dev)."""
+        saved = load_dev_scores(self.run_dir / "dev_scores.npz")
+        return {t: decide(t, saved[t]["scores"]) for t in TASKS}

@@ -1,21 +1,29 @@
 """Speed of this project's encoder + heads against Hugging Face transformers, same weights, same batches.
 
-    .venv/bin/python benchmarks/bench_speed.py [--steps 15] [--out results/speed.md]
+    .venv/bin/python benchmarks/bench_speed.py [--steps 16] [--e2e_steps 30] [--out results/speed.md]
+    .venv/bin/python benchmarks/bench_speed.py --para_head concat --out results/speed-concat.md
+    .venv/bin/python benchmarks/bench_speed.py --short --out /tmp/speed.md    # every code path, seconds
 
-Measures, on real data (SST sentences and Quora pairs, batch 32, the bundled MiniLM):
+Any other flag is a model or data flag of multitask_classifier.py (--para_head, --sts_head,
+--pooling, --freeze_layers, --batch_size, --max_train_examples, --threads, ...); the default is the
+main job's configuration: PARA pairs cross-encoded as one sequence "[CLS] s1 [SEP] s2 [SEP]".
+
+Measures, on real data (SST sentences and Quora pairs, the bundled MiniLM):
   - train step (forward, loss, backward, AdamW step) and inference throughput, examples/s and
     non-pad tokens/s, for (a) mtbert and (b) transformers.BertModel with eager and sdpa attention,
-    on the *same* random (unbucketed) batches, with identical heads and optimizer;
-  - useful GFLOP/s (FLOPs on non-pad tokens only) as a fraction of this machine's measured fp32
-    matmul peak;
+    on the *same* random (unbucketed) batches encoded as the configuration reads them, with the
+    same heads, pooling, losses, frozen parameters and optimizer: only the encoder differs;
+  - useful GFLOP/s (encoder FLOPs on non-pad tokens only) as a fraction of this machine's
+    measured fp32 matmul peak;
   - end-to-end examples/s of the main job's training step with length-bucketed batches and
     unpadded layers, against random batches on padded layers.
+--short runs all of it on a few small batches (batch 8, 256 examples per task) to check that it
+works; its numbers mean nothing, so it needs an explicit --out.
 `transformers` is needed (it is a test dependency).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import sys
@@ -24,18 +32,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import multitask_classifier as mc  # noqa: E402
-from base_bert import resolve_model_dir  # noqa: E402
-from batching import TaskStream, encode_task  # noqa: E402
-from datasets import load  # noqa: E402
-from heads import pair_features, pool  # noqa: E402
+from base_bert import CheckpointError, hf_names, resolve_model_dir  # noqa: E402
+from batching import TASKS, TaskStream  # noqa: E402
+from datasets import DataError, load  # noqa: E402
+from heads import pool  # noqa: E402
 from optimizer import AdamW  # noqa: E402
 from tokenizer import BertTokenizer  # noqa: E402
+from trainer import RunError, build_optimizer  # noqa: E402
+
+# --short: benchmark settings, and model-flag defaults (explicit flags still win).
+SHORT = {"steps": 2, "e2e_steps": 2, "warmup": 1, "peak_size": 256}
+SHORT_MODEL = {"batch_size": 8, "max_train_examples": 256}
+IMPLS = ("eager", "sdpa")
 
 
 def matmul_peak(n=1024, reps=30) -> float:
@@ -50,61 +63,77 @@ def matmul_peak(n=1024, reps=30) -> float:
 
 def forward_flops(cfg, lengths: np.ndarray) -> float:
     """FLOPs of one encoder forward over real tokens only: every linear layer on each token, and
-    attention scores + weighted sum over the sentence's own tokens."""
+    attention scores + weighted sum over the sequence's own tokens (a cross-encoded pair is one
+    sequence, so its attention is quadratic in the pair's length)."""
     H, I, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     per_token_linear = 2 * (4 * H * H + 2 * H * I)
     attn = 4 * H * (lengths.astype(np.float64) ** 2).sum()
     return L * (per_token_linear * lengths.sum() + attn)
 
 
-class HFEncoder(torch.nn.Module):
-    """transformers.BertModel with copies of mtbert's SST and PARA heads and the same pooling."""
+class HFMultitask(mc.MultitaskBERT):
+    """mtbert's MultitaskBERT with transformers.BertModel as its encoder. Forward, heads, pooling
+    and losses are inherited, so both sides compute the same function on the same batches; the
+    heads are copies of `ours`'s and the same encoder parameters are frozen."""
 
-    def __init__(self, folder, impl, ours):
-        super().__init__()
+    def __init__(self, ours: mc.MultitaskBERT, impl: str):
         from transformers import BertModel as HFBert
-        self.bert = HFBert.from_pretrained(folder, attn_implementation=impl)
-        self.sst_head = copy.deepcopy(ours.sst_head)
-        self.para_head = copy.deepcopy(ours.para_head)
-        self.para_features = ours.args.para_features
+        from transformers.utils import logging
+        logging.disable_progress_bar()  # a bar per weight load would bury the results
+        args = ours.args
+        bert = HFBert.from_pretrained(str(resolve_model_dir(args.bert_model)), attn_implementation=impl,
+                                      hidden_dropout_prob=args.hidden_dropout_prob, dtype=torch.float32)
+        super().__init__(bert, args)
+        heads = {k: v for k, v in ours.state_dict().items() if not k.startswith("bert.")}
+        unexpected = self.load_state_dict(heads, strict=False).unexpected_keys
+        assert not unexpected, f"head weights with no place in the transformers model: {unexpected}"
+        # Same trainable set: frozen embeddings/layers skip their backward and AdamW work on both sides.
+        theirs = dict(bert.named_parameters())
+        for name, p in ours.bert.named_parameters():
+            for hf in hf_names(name):
+                theirs[hf].requires_grad_(p.requires_grad)
 
-    def embed(self, inputs):
-        out = self.bert(**inputs).last_hidden_state
-        return pool(out, inputs["attention_mask"], None, "mean")
+    def embed(self, task, inputs, hook=None):
+        if hook is not None:
+            raise ValueError("the transformers side takes no embedding hook (the benchmark's "
+                             "steps are the plain task loss)")
+        out = self.bert(**inputs)
+        return pool(out.last_hidden_state, inputs["attention_mask"], out.pooler_output, self.args.pooling)
 
 
-def make_batches(tok, n_batches, bs, seed=0):
+def load_data(margs, tok) -> dict:
+    """task -> its training set (the first --max_train_examples), encoded as the model under test
+    reads it: cross-encoded pairs where its PARA/STS head is a cross-encoder."""
+    raw = {}
+    for t in TASKS:
+        examples = load(ROOT / getattr(margs, f"{t}_train"), t, True).examples
+        raw[t, "train"] = examples[:margs.max_train_examples or None]
+    return {t: d for (t, _), d in mc.encode_all(raw, tok, margs).items()}
+
+
+def make_batches(data: dict, n_batches: int, bs: int, seed=0) -> list:
     rng = np.random.default_rng(seed)
-    sst = encode_task("sst", load(ROOT / "data/ids-sst-train.csv", "sst", True).examples, tok)
-    para = encode_task("para", load(ROOT / "data/quora-train.csv", "para", True).examples, tok)
     out = []
     for i in range(n_batches):  # alternate SST and Quora, random (unbucketed) batches
-        data = sst if i % 2 == 0 else para
-        out.append((data.task, data.batch(rng.choice(len(data), bs, replace=False))))
+        d = data["sst" if i % 2 == 0 else "para"]
+        out.append((d.task, d.batch(rng.choice(len(d), min(bs, len(d)), replace=False))))
     return out
 
 
-def batch_stats(task, batch):
+def batch_stats(batch):
+    """(examples, non-pad length of every encoded sequence, padded token slots)."""
     parts = [batch["a"]] + ([batch["b"]] if "b" in batch else [])
     lengths = np.concatenate([p["attention_mask"].sum(1).numpy() for p in parts])
     padded = sum(p["attention_mask"].numel() for p in parts)
     return len(batch["index"]), lengths, padded
 
 
-def mtbert_step(model, task, batch, train):
-    loss, _ = mc.task_loss(model, task, batch)
-    return loss
+def step(model, task, batch):
+    """The task loss, as the main job computes it; the same call on both sides."""
+    return mc.task_loss(model, task, batch)[0]
 
 
-def hf_step(model: HFEncoder, task, batch, train):
-    if task == "sst":
-        return F.cross_entropy(model.sst_head(model.embed(batch["a"])), batch["labels"])
-    u, v = model.embed(batch["a"]), model.embed(batch["b"])
-    logit = model.para_head(pair_features(u, v, model.para_features)).squeeze(-1)
-    return F.binary_cross_entropy_with_logits(logit, batch["labels"].float())
-
-
-def run(step_fn, model, batches, train, warmup=2):
+def run(model, batches, train, warmup):
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5) if train else None
     model.train(train)
     n = tokens = 0
@@ -113,14 +142,14 @@ def run(step_fn, model, batches, train, warmup=2):
         if i == warmup:
             t0 = time.perf_counter()
         if train:
-            step_fn(model, task, batch, True).backward()
+            step(model, task, batch).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         else:
             with torch.inference_mode():
-                step_fn(model, task, batch, False)
+                step(model, task, batch)
         if i >= warmup:
-            b, lengths, _ = batch_stats(task, batch)
+            b, lengths, _ = batch_stats(batch)
             n += b
             tokens += int(lengths.sum())
             flops_tokens.append(lengths)
@@ -128,76 +157,113 @@ def run(step_fn, model, batches, train, warmup=2):
     return n / dt, tokens / dt, np.concatenate(flops_tokens), dt
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=16, help="measured batches per configuration")
-    ap.add_argument("--e2e_steps", type=int, default=30, help="measured main-job training steps")
-    ap.add_argument("--out", default="results/speed.md")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    folder = str(resolve_model_dir("minilm"))
-    tok = BertTokenizer.from_pretrained("minilm")
-    margs = mc.get_parser().parse_args(["--hidden_dropout_prob", "0.1"])
-    ours = mc.build_model(margs)
-    cfg = ours.bert.config
-    batches = make_batches(tok, args.steps + 2, 32)
-    pad_frac = 1 - sum(int(batch_stats(t, b)[1].sum()) for t, b in batches) / sum(
-        batch_stats(t, b)[2] for t, b in batches)
-    peak = matmul_peak()
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; padding in these batches: {pad_frac:.0%}")
-
-    rows = []
-    models = [("mtbert", ours, mtbert_step)]
-    for impl in ("eager", "sdpa"):
-        hf = HFEncoder(folder, impl, ours)  # ours' heads: identical head work
-        models.append((f"transformers {impl}", hf, hf_step))
-    results = {}
-    for mode in ("train", "inference"):
-        for name, model, fn in models:
-            ex_s, tok_s, lengths, dt = run(fn, model, batches, mode == "train")
-            flops = forward_flops(cfg, lengths) * (3 if mode == "train" else 1) / dt / 1e9
-            results[name, mode] = ex_s
-            rows.append((mode, name, ex_s, tok_s, flops, flops / peak))
-            print(f"{mode:9s} {name:20s} {ex_s:7.1f} ex/s {tok_s:8.0f} tok/s "
-                  f"{flops:6.1f} GFLOP/s ({flops / peak:.0%} of peak)")
-
-    # End-to-end: the main job's training step (sqrt-sampled tasks) on its real batching.
-    e2e = {}
-    sst_ex = load(ROOT / "data/ids-sst-train.csv", "sst", True).examples
-    para_ex = load(ROOT / "data/quora-train.csv", "para", True).examples
-    sts_ex = load(ROOT / "data/sts-train.csv", "sts", True).examples
-    data = {"sst": encode_task("sst", sst_ex, tok), "para": encode_task("para", para_ex, tok),
-            "sts": encode_task("sts", sts_ex, tok)}
-    plan = ["sst", "para", "sts", "para", "sst", "para"] * (args.e2e_steps // 6 + 1)
+def end_to_end(margs, data, steps, warmup) -> dict:
+    """examples/s of the main job's training step (mtbert only), bucketed + unpadded vs neither."""
+    plan = ["sst", "para", "sts", "para", "sst", "para"] * ((steps + warmup) // 6 + 1)
+    out = {}
     for label, bucket, unpad in (("bucketed + unpadded (default)", True, True),
                                  ("random batches, padded layers", False, False)):
         torch.manual_seed(0)
         model = mc.build_model(margs)
         model.bert.unpad = unpad
-        opt = mc.build_optimizer(model, margs)
-        streams = {t: TaskStream(d, 32, 0, bucket) for t, d in data.items()}
+        opt = build_optimizer(model, margs)
+        streams = {t: TaskStream(d, margs.batch_size, 0, bucket) for t, d in data.items()}
         n = 0
-        for i, t in enumerate(plan[:args.e2e_steps + 2]):
-            if i == 2:
+        for i, t in enumerate(plan[:steps + warmup]):
+            if i == warmup:
                 t0 = time.perf_counter()
             batch = next(streams[t])
             mc.training_loss(model, t, batch, margs).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if i >= 2:
+            if i >= warmup:
                 n += len(batch["index"])
-        e2e[label] = n / (time.perf_counter() - t0)
-        print(f"main-job training step, {label}: {e2e[label]:.1f} examples/s")
+        out[label] = n / (time.perf_counter() - t0)
+        print(f"main-job training step, {label}: {out[label]:.1f} examples/s")
+    return out
 
+
+def get_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a prefix such as --steps_per must reach multitask_classifier's parser.
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
+    ap.add_argument("--steps", type=int, default=16, help="measured batches per configuration")
+    ap.add_argument("--e2e_steps", type=int, default=30, help="measured main-job training steps")
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured steps before each measurement")
+    ap.add_argument("--peak_size", type=int, default=1024, help="matrix size of the matmul peak")
+    ap.add_argument("--short", action="store_true",
+                    help=f"check every code path in seconds: {SHORT}, model flags {SHORT_MODEL}")
+    ap.add_argument("--out", default=None, help="markdown table (default results/speed.md; "
+                                                 "--short needs it given)")
+    return ap
+
+
+def parse(argv):
+    """(benchmark args, multitask_classifier args, the model flags given) from one command line."""
+    ap = get_parser()
+    args, rest = ap.parse_known_args(argv)
+    short = []
+    if args.short:  # defaults only: flags given on the command line come later and win
+        ap.set_defaults(**SHORT)
+        args, rest = ap.parse_known_args(argv)
+        short = [x for k, v in SHORT_MODEL.items() for x in (f"--{k}", str(v))]
+    return args, mc.parse_args(short + rest), rest
+
+
+def main(argv=None) -> int:
+    args, margs, model_flags = parse(argv)
+    if args.short and args.out is None:
+        print("error: --short numbers are not results: give --out PATH", file=sys.stderr)
+        return 2
+    if margs.pal:
+        print("error: --pal: the transformers encoder has no PAL layers to compare", file=sys.stderr)
+        return 2
+    if min(args.steps, args.e2e_steps) < 1 or args.warmup < 0:
+        print("error: --steps and --e2e_steps must be at least 1, --warmup at least 0", file=sys.stderr)
+        return 2
+    out_path = Path(args.out or ROOT / "results/speed.md")
+    if margs.threads:
+        torch.set_num_threads(margs.threads)
+    torch.manual_seed(0)
+    try:
+        tok = BertTokenizer.from_pretrained(margs.bert_model, max_length=margs.max_length)
+        data = load_data(margs, tok)
+        ours = mc.build_model(margs)
+    except (CheckpointError, DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg, bs = ours.bert.config, margs.batch_size
+    batches = make_batches(data, args.steps + args.warmup, bs)
+    stats = [batch_stats(b) for _, b in batches]
+    pad_frac = 1 - sum(int(s[1].sum()) for s in stats) / sum(s[2] for s in stats)
+    peak = matmul_peak(args.peak_size, 3 if args.short else 30)
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; padding in these batches: {pad_frac:.0%}")
+
+    rows = []
+    models = [("mtbert", ours)] + [(f"transformers {impl}", HFMultitask(ours, impl)) for impl in IMPLS]
+    results = {}
+    for mode in ("train", "inference"):
+        for name, model in models:
+            ex_s, tok_s, lengths, dt = run(model, batches, mode == "train", args.warmup)
+            flops = forward_flops(cfg, lengths) * (3 if mode == "train" else 1) / dt / 1e9
+            results[name, mode] = ex_s
+            rows.append((mode, name, ex_s, tok_s, flops, flops / peak))
+            print(f"{mode:9s} {name:20s} {ex_s:7.1f} ex/s {tok_s:8.0f} tok/s "
+                  f"{flops:6.1f} GFLOP/s ({flops / peak:.0%} of peak)")
+    e2e = end_to_end(margs, data, args.e2e_steps, args.warmup)
+
+    pairs = "cross-encoded Quora pairs" if margs.para_head == "cross" else "Quora pairs (two sequences each)"
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak "
-             f"{peak:.0f} GFLOP/s. Batches: {args.steps} random batches of 32 (SST sentences and "
-             f"Quora pairs alternating), {pad_frac:.0%} padding.", "",
+             f"{peak:.0f} GFLOP/s. Batches: {args.steps} random batches of {bs} (SST sentences and "
+             f"{pairs} alternating), {pad_frac:.0%} padding. Model flags: "
+             f"{' '.join(model_flags) or 'the main job defaults'}"
+             + (" (--short: a check that it runs, not a measurement)." if args.short else "."), "",
              "| mode | implementation | examples/s | non-pad tokens/s | useful GFLOP/s | of peak |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {m} | {n} | {e:.1f} | {t:.0f} | {g:.1f} | {f:.0%} |" for m, n, e, t, g, f in rows]
     lines += ["", "| ratio | train | inference |", "|---|---|---|"]
-    for impl in ("eager", "sdpa"):
+    for impl in IMPLS:
         lines.append(f"| mtbert / transformers {impl} | "
                      f"{results['mtbert', 'train'] / results[f'transformers {impl}', 'train']:.2f}x | "
                      f"{results['mtbert', 'inference'] / results[f'transformers {impl}', 'inference']:.2f}x |")
@@ -205,10 +271,11 @@ def main():
     lines += [f"| {k} | {v:.1f} |" for k, v in e2e.items()]
     a, b = e2e.values()
     lines.append(f"| speed-up | {a / b:.2f}x |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,8 +17,8 @@ from evaluation import parse_metrics  # noqa: E402
 def flags(config: dict, full_runs: bool = False) -> str:
     """The flags that differ from the defaults: what the row changes. Shortened sweep rows turn
     WiSE-FT off and set their own length; `full_runs` compares with the main job as it is."""
-    from multitask_classifier import get_parser
-    defaults = vars(get_parser().parse_args([]))
+    from multitask_classifier import parse_args
+    defaults = vars(parse_args([]))
     skip = {"out_dir", "no_predictions", "update"} | (set() if full_runs else {"epochs", "steps_per_epoch"})
     if not full_runs:
         defaults["wise_alphas"] = []  # sweeps turn WiSE-FT off; a row that keeps it shows the flag

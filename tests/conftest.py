@@ -165,7 +165,7 @@ def tiny_mtbert(tiny_config):
         import multitask_classifier as mc
         from bert import BertModel
 
-        args = mc.get_parser().parse_args([str(f) for f in flags])
+        args = mc.parse_args([str(f) for f in flags])
         torch.manual_seed(seed)
         model = mc.MultitaskBERT(BertModel(tiny_config()), args)
         model.train(train)

@@ -14,7 +14,7 @@ import multitask_classifier as mc  # noqa: E402
 
 def _run(folder: Path, argv: list[str], metrics: dict):
     folder.mkdir(parents=True)
-    config = vars(mc.get_parser().parse_args(argv))
+    config = vars(mc.parse_args(argv))
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "summary.json").write_text(json.dumps(
         {"best": metrics, "wall_s": 90.0, "parameters": 23_453_576}))

@@ -1,0 +1,352 @@
+"""Which change helps? Dev metrics of several runs side by side, each against the first, with
+paired bootstrap confidence intervals over the dev examples.
+
+    python compare.py runs/default-s1 runs/default-s2 runs/lr3e-4 --out cmp.md --plot cmp.png
+
+Each RUN is a run folder holding config.json and dev_scores.npz (the per-example dev scores that
+training writes). Runs whose configurations differ only by the seed (and by keys that do not
+change the model: out_dir, the prediction paths, threads, ...) form one group, named after its
+runs with the seed suffix stripped (`default-s1`, `default-s2` -> `default`); a group's metric is
+the mean over its seeds, shown as mean ± sd. The first group is the reference; every other row
+gets Δ = row - reference for the overall score and each task metric, with a 95% CI from a
+paired bootstrap: in each replicate every task's dev examples are resampled once (with
+replacement) and every run is scored on those same examples, so the CI reflects the difference
+between the runs, not the noise of either alone. Rows whose Δ overall CI excludes 0 are marked `*`.
+--no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
+
+From Python (e.g. a sweep's ablation table against a reference group):
+
+    import compare
+    rows = compare.compare(["runs/ref-s1", "runs/ref-s2", "runs/x"], resamples=10_000, seed=0)
+    print(compare.markdown(rows))      # rows[i]["delta"]["overall"] == (Δ, lo, hi), None for rows[0]
+    compare.forest_plot(rows, "cmp.png")
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from batching import TASKS
+from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
+
+# Configuration keys that do not change the trained model: runs differing only by these (and by
+# the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
+IGNORED_KEYS = {"seed", "out_dir", "resume", "overwrite", "threads", "no_predictions", "report_to",
+                "log_every", "eval_every", "save_every", "checkpoint", "eval_only", "config"}
+TITLES = {"sst_acc": "SST acc", "para_acc": "PARA acc", "sts_r": "STS r", "overall": "overall"}
+SEED_SUFFIX = re.compile(r"[-_.]?s(?:eed)?[-_]?\d+$")  # default-s1, lr_seed2, x.s11711
+
+
+class CompareError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+# -- runs and groups ---------------------------------------------------------------------------
+def load_run(folder) -> dict:
+    """A run folder as {"path", "name", "config" (None without config.json), "dev" (task ->
+    {"scores", "labels", "ids", ...}), "wall_s" (None without summary.json)}."""
+    folder = Path(folder)
+    scores = folder / "dev_scores.npz"
+    if not scores.is_file():
+        raise CompareError(f"{folder}: no dev_scores.npz (not a run folder, or a run from before "
+                           "per-example dev scores were saved)")
+    try:
+        dev = load_dev_scores(scores)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+        summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise CompareError(f"{folder}: unreadable run file ({' '.join(str(e).split())[:200]})") from None
+    return {"path": folder, "name": folder.resolve().name, "config": config, "dev": dev,
+            "wall_s": summary.get("wall_s")}
+
+
+def model_key(config: dict | None):
+    """What identifies the experiment: the configuration without the ignored keys. None (a run
+    without config.json) never matches another run."""
+    if config is None:
+        return None
+    return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
+                      sort_keys=True)
+
+
+def group_name(runs: list[dict]) -> str:
+    names = [r["name"] for r in runs]
+    stripped = {SEED_SUFFIX.sub("", n) for n in names}
+    if len(runs) > 1 and len(stripped) == 1 and "" not in stripped:
+        return stripped.pop()
+    return names[0]
+
+
+def group_runs(runs: list[dict], by_seed: bool = True) -> list[dict]:
+    """Runs that differ only by seed, as groups {"name", "runs", "seeds"} in the order of their
+    first run. A run whose seed is already in the matching group (the same folder given twice, or
+    a rerun) starts a group of its own, so that a run can be compared with itself."""
+    groups = []
+    for run in runs:
+        key, seed = model_key(run["config"]), (run["config"] or {}).get("seed")
+        match = next((g for g in groups if by_seed and key is not None and g["key"] == key
+                      and seed not in g["seeds"]), None)
+        if match is None:
+            groups.append({"key": key, "runs": [run], "seeds": [seed]})
+        else:
+            match["runs"].append(run)
+            match["seeds"].append(seed)
+    seen = {}
+    for g in groups:  # unique names: the per-row lines below the table are keyed by them
+        del g["key"]
+        name = group_name(g["runs"])
+        seen[name] = seen.get(name, 0) + 1
+        g["name"] = name if seen[name] == 1 else f"{name} ({seen[name]})"
+    return groups
+
+
+def common_tasks(runs: list[dict]) -> tuple[list[str], list[str]]:
+    """The dev tasks every run has, after checking they are scored on the same examples; and a
+    note per task left out."""
+    ref, tasks, notes = runs[0], [], []
+    for t in TASKS:
+        missing = [str(r["path"]) for r in runs if t not in r["dev"]]
+        if missing:
+            if len(missing) < len(runs):
+                notes.append(f"{t} left out of the comparison: not in {', '.join(missing)}")
+            continue
+        for r in runs[1:]:
+            a, b = ref["dev"][t], r["dev"][t]
+            if not (np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["labels"], b["labels"])):
+                raise CompareError(f"{r['path']}: {t} dev examples differ from {ref['path']}'s "
+                                   "(runs must be scored on the same dev ids in the same order)")
+        tasks.append(t)
+    if not tasks:
+        raise CompareError("no dev task is common to all runs")
+    return tasks, notes
+
+
+# -- metrics and the paired bootstrap ----------------------------------------------------------
+def run_metrics(run: dict, tasks: list[str]) -> dict:
+    """The run's task metrics on the full dev sets, exactly as training reports them."""
+    return {METRIC_NAMES[t]: task_metric(t, decide(t, run["dev"][t]["scores"]), run["dev"][t]["labels"])
+            for t in tasks}
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of x [b, N] with the row-centred y [b, N] (yy: its row sums of
+    squares); 0 where a row is constant, like evaluation.pearson."""
+    x = x - x.mean(1, keepdims=True)
+    denom = np.sqrt((x * x).sum(1) * yy)
+    return np.divide((x * y).sum(1), denom, out=np.zeros(len(x)), where=denom > 0)
+
+
+def replicate_metrics(runs: list[dict], tasks: list[str], resamples: int = 10_000, seed: int = 0) -> list[dict]:
+    """Per run, {metric name: [resamples] array}: each task metric on every bootstrap replicate,
+    all runs on the same resampled dev examples. A task's resamples come from its own generator
+    (seed, task), so they do not depend on which other tasks are compared."""
+    out = [{} for _ in runs]
+    for t in tasks:
+        rng = np.random.default_rng([seed, TASKS.index(t)])
+        labels = runs[0]["dev"][t]["labels"]
+        n = len(labels)
+        decided = [decide(t, r["dev"][t]["scores"]) for r in runs]
+        if t == "sts":
+            preds = [p.astype(np.float64) for p in decided]
+        else:  # [N, R] 0/1: a replicate's hit counts are exact integers, whatever the sum order
+            hits = np.stack([p == labels for p in decided], 1).astype(np.float64)
+        parts = [[] for _ in runs]
+        chunk = max(1, 2_000_000 // n)  # index matrices of ~16 MB
+        for start in range(0, resamples, chunk):
+            b = min(chunk, resamples - start)
+            idx = rng.integers(0, n, size=(b, n))
+            if t == "sts":
+                y = labels.astype(np.float64)[idx]
+                y -= y.mean(1, keepdims=True)
+                yy = (y * y).sum(1)
+                for i, p in enumerate(preds):  # one run at a time: same inputs, same bits
+                    parts[i].append(_pearson_rows(p[idx], y, yy))
+            else:  # how often each example was drawn in each replicate, times its hits
+                counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n)
+                acc = counts.reshape(b, n).astype(np.float64) @ hits / n
+                for i in range(len(runs)):
+                    parts[i].append(acc[:, i])
+        for i in range(len(runs)):
+            out[i][METRIC_NAMES[t]] = np.concatenate(parts[i])
+    return out
+
+
+def _with_overall(metrics: dict) -> dict:
+    return {**metrics, "overall": overall(metrics)}
+
+
+def group_mean(per_run: list[dict]) -> dict:
+    """A group's metrics: the mean over its seeds of each task metric (floats or replicate
+    arrays), and the overall score of those means (= the mean of the seeds' overall scores)."""
+    return _with_overall({k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0]})
+
+
+def bootstrap_deltas(groups: list[list[dict]]) -> list[dict]:
+    """The 95% CI of Δ = group - groups[0] for each metric and overall, per group (a list of its
+    runs' replicate_metrics dicts): [{metric: (lo, hi)}]. Overall comes from the task metrics of
+    the same replicate, so the tasks are resampled jointly."""
+    ref = group_mean(groups[0])
+    out = []
+    for g in groups:
+        mean = group_mean(g)
+        ci = {}
+        for k in mean:
+            lo, hi = np.percentile(mean[k] - ref[k], [2.5, 97.5])
+            ci[k] = (float(lo), float(hi))
+        out.append(ci)
+    return out
+
+
+def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = True) -> list[dict]:
+    """One row per group of runs (the first is the reference): {"name", "runs" (paths), "seeds",
+    "metrics" (mean over seeds), "sd" (None below 2 seeds), "wall_s", "delta" ({metric: (Δ, lo,
+    hi)}; None for the reference), "significant" (Δ overall CI excludes 0), "reference" (name),
+    "resamples", "seed", "notes"}. Notes name tasks left out; they are printed to stderr too."""
+    runs = [load_run(d) for d in dirs]
+    if not runs:
+        raise CompareError("no run folders given")
+    tasks, notes = common_tasks(runs)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for run, rep in zip(runs, replicate_metrics(runs, tasks, resamples, seed)):
+        run["replicates"] = rep
+    groups = group_runs(runs, by_seed)
+    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups])
+    ref = group_mean([run_metrics(r, tasks) for r in groups[0]["runs"]])
+    rows = []
+    for i, (g, ci) in enumerate(zip(groups, cis)):
+        per_seed = [run_metrics(r, tasks) for r in g["runs"]]
+        mean = group_mean(per_seed)
+        seeds = [_with_overall(m) for m in per_seed]
+        walls = [r["wall_s"] for r in g["runs"] if r["wall_s"] is not None]
+        rows.append({"name": g["name"], "runs": [str(r["path"]) for r in g["runs"]], "seeds": g["seeds"],
+                     "metrics": mean,
+                     "sd": {k: float(np.std([m[k] for m in seeds], ddof=1)) if len(seeds) > 1 else None
+                            for k in mean},
+                     "wall_s": sum(walls) / len(walls) if walls else None,
+                     "delta": None if i == 0 else {k: (mean[k] - ref[k], *ci[k]) for k in mean},
+                     "significant": i > 0 and (ci["overall"][0] > 0 or ci["overall"][1] < 0),
+                     "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes})
+    return rows
+
+
+# -- output ------------------------------------------------------------------------------------
+def _num(x: float, sign: bool = False) -> str:
+    """4 decimals; a value that rounds to zero prints as 0.0000, never -0.0000."""
+    x = 0.0 if round(x, 4) == 0 else x
+    return f"{x:+.4f}" if sign else f"{x:.4f}"
+
+
+def _ci(d: tuple) -> str:
+    return f"{_num(d[0], True)} [{_num(d[1])}, {_num(d[2])}]"
+
+
+def delta_line(row: dict) -> str:
+    """`NAME: Δ overall +0.0042 95% CI [-0.0011, 0.0093]`"""
+    d, lo, hi = row["delta"]["overall"]
+    return f"{row['name']}: Δ overall {_num(d, True)} 95% CI [{_num(lo)}, {_num(hi)}]"
+
+
+def _seeds(seeds: list) -> str:
+    if seeds == [None]:
+        return "–"
+    return str(seeds[0]) if len(seeds) == 1 else f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The comparison table, its legend, and one `NAME: Δ overall ... 95% CI [...]` line per row."""
+    ref, keys = rows[0]["reference"], list(TITLES)
+    walls = any(r["wall_s"] is not None for r in rows)
+    head = (["run", "seeds"] + [TITLES[k] for k in keys] + [f"Δ overall vs {ref} (95% CI)"]
+            + [f"Δ {TITLES[k]}" for k in keys[:-1]] + (["wall (min)"] if walls else []))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"] + (" *" if r["significant"] else ""), _seeds(r["seeds"])]
+        for k in keys:
+            if k not in r["metrics"]:
+                cells.append("–")
+            elif r["sd"][k] is None:
+                cells.append(_num(r["metrics"][k]))
+            else:
+                cells.append(f"{_num(r['metrics'][k])} ± {_num(r['sd'][k])}")
+        for k in keys[-1:] + keys[:-1]:
+            if r["delta"] is None:
+                cells.append("reference")
+            else:
+                cells.append(_ci(r["delta"][k]) if k in r["delta"] else "–")
+        if walls:
+            cells.append(f"{r['wall_s'] / 60:.1f}" if r["wall_s"] is not None else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = (f"Δ: the row minus {ref}, with a 95% CI from a paired bootstrap over the dev examples "
+              f"({rows[0]['resamples']:,} resamples, seed {rows[0]['seed']}; each replicate resamples the "
+              "three tasks once and scores every run on the same examples). Groups of seeds: mean ± sd "
+              "over seeds. `*`: the 95% CI of Δ overall excludes 0.")
+    lines += ["", legend]
+    lines += [f"Note: {n}." for n in rows[0]["notes"]]
+    if len(rows) > 1:
+        lines += ["", "```text", *(delta_line(r) for r in rows[1:]), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def forest_plot(rows: list[dict], path):
+    """Δ overall with its 95% CI per row (the reference excluded), a line at 0; rows whose CI
+    excludes 0 in red."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    others = rows[1:]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * max(1, len(others))))
+    for y, r in enumerate(reversed(others)):
+        d, lo, hi = r["delta"]["overall"]
+        color = "tab:red" if r["significant"] else "tab:blue"
+        ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="black", lw=1, ls="--")
+    ax.set_yticks(range(len(others)), [r["name"] for r in reversed(others)])
+    ax.set_ylim(-0.7, max(1, len(others)) - 0.3)
+    ax.set(xlabel=f"Δ overall vs {rows[0]['reference']} (95% paired bootstrap CI)",
+           title="red: CI excludes 0")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- command line ------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Compare runs' dev metrics with paired bootstrap CIs "
+                                             "against the first run (or group of seeds).")
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding dev_scores.npz")
+    ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
+    ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument("--no_group", action="store_true", help="one row per run, even for runs "
+                                                            "differing only by seed")
+    args = ap.parse_args(argv)
+    try:
+        if args.resamples < 5000:
+            raise CompareError(f"--resamples {args.resamples}: use at least 5,000 for stable 95% CIs")
+        rows = compare(args.runs, args.resamples, args.seed, by_seed=not args.no_group)
+        text = markdown(rows)
+        print(text, end="")
+        if args.out:
+            args.out.write_text(text, encoding="utf-8")
+        if args.plot:
+            forest_plot(rows, args.plot)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

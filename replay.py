@@ -1,0 +1,68 @@
+"""Saved configurations back into runs: `--config RUN_DIR/config.json` (a new run with a saved
+run's configuration, flags on the command line overriding it), `--resume`, and the args.json
+of checkpoints. A saved configuration goes back through the same parser as the command line, so
+it is validated exactly like one, and a bad file is a one-line error naming it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+from base_bert import CheckpointError
+from checkpoint import read_json
+
+# Where a run writes and how it was started, not what it trains: never replayed from a file.
+NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only")
+
+
+def args_to_argv(d: dict, parser: argparse.ArgumentParser) -> list[str]:
+    """A saved argument dict back into command-line form."""
+    on_by_default = {a.dest for a in parser._actions if a.default is True}
+    flag = {}  # dest -> its flag (the first action of a dest wins: --option before --fine-tune-mode)
+    for a in parser._actions:
+        if a.option_strings and a.dest not in flag:
+            flag[a.dest] = next((o for o in a.option_strings if o.lstrip("-") == a.dest), a.option_strings[0])
+    argv = []
+    for k, v in d.items():
+        if k not in flag:
+            raise CheckpointError(f"unknown setting {k!r}")
+        if v is None or (v is False and k not in on_by_default):
+            continue
+        if v is False:  # a switch that is on by default, turned off
+            argv.append(f"--no-{k}")
+            continue
+        argv.append(flag[k])
+        if isinstance(v, list):
+            argv += [str(x) for x in v]
+        elif v is not True:
+            argv.append(str(v))
+    return argv
+
+
+def saved_argv(file: Path, parser: argparse.ArgumentParser, drop=()) -> list[str]:
+    """The command line of a saved configuration (JSON object of argument values), checked by
+    `parser`; keys in `drop` are left out."""
+    saved = read_json(file)
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{file}: not a valid configuration (expected a JSON object, "
+                              f"found {type(saved).__name__})")
+    try:
+        argv = args_to_argv({k: v for k, v in saved.items() if k not in drop}, parser)
+    except CheckpointError as e:
+        raise CheckpointError(f"{file}: not a valid configuration ({e})") from None
+    checked = copy.copy(parser)  # the same arguments, its own error handler
+
+    def refuse(message):  # one line naming the file, instead of argparse's usage dump and exit
+        raise CheckpointError(f"{file}: not a valid configuration ({message})")
+    checked.error = refuse
+    checked.parse_args(argv)
+    return argv
+
+
+def config_file(argv: list[str]) -> str | None:
+    """The value of --config in argv, if any (before the full parse, which it feeds)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    return known.config

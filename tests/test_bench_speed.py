@@ -1,0 +1,98 @@
+"""benchmarks/bench_speed.py: --short runs every code path and writes the whole table, and the two
+sides it compares (mtbert, transformers) compute the same loss from the same weights on the same
+batches, so its ratios compare like with like."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import multitask_classifier as mc
+from batching import TASKS
+from tokenizer import BertTokenizer
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_speed.py"
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    if not (ROOT / "data" / "quora-train.csv").is_file():
+        pytest.skip("data/ is missing: run `bash setup.sh` to fill it")
+    spec = importlib.util.spec_from_file_location("bench_speed", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cell_values(text: str, first: str) -> list[float]:
+    """The numbers of the table row starting with `first` ('train | mtbert', 'speed-up', ...)."""
+    m = re.search(rf"^\| {re.escape(first)} \|(.*)\|$", text, re.M)
+    assert m, f"no row '{first}' in:\n{text}"
+    return [float(re.fullmatch(NUMBER + r"[%x]?", c.strip()).group(1)) for c in m.group(1).split("|")]
+
+
+def test_short_mode_writes_every_row(bench, minilm_folder, tmp_path):
+    published = (ROOT / "results" / "speed.md").read_bytes()
+    out = tmp_path / "speed.md"
+    proc = subprocess.run([sys.executable, str(BENCH), "--short", "--threads", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "cross-encoded Quora pairs" in text  # the main job's default PARA head
+    for mode in ("train", "inference"):
+        for impl in ("mtbert", "transformers eager", "transformers sdpa"):
+            ex_s, tok_s, gflops, of_peak = cell_values(text, f"{mode} | {impl}")
+            assert ex_s > 0 and tok_s > ex_s and gflops > 0 and of_peak >= 0
+    for impl in ("eager", "sdpa"):
+        assert all(r > 0 for r in cell_values(text, f"mtbert / transformers {impl}"))
+    for row in ("bucketed + unpadded (default)", "random batches, padded layers", "speed-up"):
+        assert cell_values(text, row)[0] > 0
+    assert (ROOT / "results" / "speed.md").read_bytes() == published  # a test never rewrites it
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--short"], "--out"),
+    (["--pal", "--out", "x.md"], "--pal"),
+    (["--steps", "0", "--out", "x.md"], "--steps"),
+])
+def test_bad_usage_exits_2_before_any_work(bench, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags", [
+    (),  # the main job: cross-encoded PARA, cosine STS, mean pooling, frozen word embeddings
+    ("--para_head", "concat", "--para_symmetric", "--sts_head", "concat", "--pooling", "pooler",
+     "--freeze_layers", "2"),
+    ("--sts_head", "cross", "--pooling", "cls", "--no-freeze_embeddings"),
+], ids=["default", "bi-encoder", "cross-sts"])
+def test_both_sides_compute_the_same_loss(bench, minilm_folder, flags):
+    _, margs, _ = bench.parse(["--max_train_examples", "16", *flags])
+    data = bench.load_data(margs, BertTokenizer.from_pretrained(margs.bert_model, max_length=margs.max_length))
+    torch.manual_seed(0)
+    ours = mc.build_model(margs).eval()
+    trainable = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)
+    for impl in bench.IMPLS:
+        theirs = bench.HFMultitask(ours, impl).eval()
+        assert trainable(theirs) == trainable(ours)  # same backward and AdamW work
+        for task in TASKS:
+            batch = data[task].batch(range(8))
+            cross = {"sst": True, "para": margs.para_head == "cross", "sts": margs.sts_head == "cross"}[task]
+            assert ("b" not in batch) == cross  # pairs encoded the way the heads read them
+            assert not batch["a"]["attention_mask"].bool().all()  # padding is exercised
+            with torch.no_grad():
+                a, b = bench.step(ours, task, batch), bench.step(theirs, task, batch)
+            assert a.item() > 0 and abs(a.item() - b.item()) < 1e-4, (impl, task, a.item(), b.item())

@@ -1,0 +1,178 @@
+"""compare.py: paired bootstrap Δ and CIs between run folders built from synthetic dev scores."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import compare
+import multitask_classifier as mc
+from evaluation import save_dev_scores
+
+SIZES = {"sst": 200, "para": 150, "sts": 100}
+B = 2000  # resamples: enough for stable percentiles, fast
+
+
+def _labels(task: str, ids_seed: int = 0) -> np.ndarray:
+    g = np.random.default_rng(ids_seed)
+    n = SIZES[task]
+    if task == "sst":
+        return g.integers(0, 5, n)
+    if task == "para":
+        return g.integers(0, 2, n)
+    return g.uniform(0, 5, n).astype(np.float32)
+
+
+def _scores(task: str, labels: np.ndarray, wrong: int = 0, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Scores right on every example except the first `wrong` (SST, PARA); STS: labels + noise."""
+    if task == "sst":
+        pred = labels.copy()
+        pred[:wrong] = (pred[:wrong] + 1) % 5
+        return np.eye(5, dtype=np.float32)[pred] * 0.6 + 0.08
+    if task == "para":
+        pred = labels.copy()
+        pred[:wrong] = 1 - pred[:wrong]
+        return np.where(pred == 1, 0.9, 0.1).astype(np.float32)
+    return labels + noise * np.random.default_rng(seed).standard_normal(len(labels)).astype(np.float32)
+
+
+def make_run(folder: Path, argv=(), sst_wrong=0, para_wrong=0, sts_noise=0.5, sts_seed=0,
+             tasks=("sst", "para", "sts"), ids_prefix="id", wall_s=None) -> Path:
+    """A run folder: config.json from the real parser, dev_scores.npz via save_dev_scores."""
+    folder.mkdir(parents=True)
+    config = vars(mc.parse_args(["--out_dir", str(folder), *map(str, argv)]))
+    (folder / "config.json").write_text(json.dumps(config))
+    if wall_s is not None:
+        (folder / "summary.json").write_text(json.dumps({"wall_s": wall_s}))
+    scores, dev, examples = {}, {}, {}
+    wrong = {"sst": sst_wrong, "para": para_wrong}
+    for t in tasks:
+        labels = _labels(t)
+        scores[t] = _scores(t, labels, wrong.get(t, 0), sts_noise, sts_seed)
+        ids = [f"{ids_prefix}{t}{i}" for i in range(len(labels))]
+        dev[t] = SimpleNamespace(labels=torch.tensor(labels), ids=ids)
+        examples[t] = [SimpleNamespace(sent1=f"s{i}", sent2=None if t == "sst" else f"t{i}")
+                       for i in range(len(labels))]
+    save_dev_scores(folder / "dev_scores.npz", scores, dev, examples)
+    return folder
+
+
+def test_k_wrong_sst_predictions_give_delta_minus_k_over_n(tmp_path):
+    k, n = 12, SIZES["sst"]
+    ref = make_run(tmp_path / "ref")
+    worse = make_run(tmp_path / "worse", sst_wrong=k)
+    rows = compare.compare([ref, worse], resamples=B, seed=0)
+    assert rows[0]["delta"] is None and rows[0]["metrics"]["sst_acc"] == 1.0
+    d, lo, hi = rows[1]["delta"]["sst_acc"]
+    assert d == pytest.approx(-k / n, abs=1e-12)
+    # worse is never right where ref is wrong: every replicate's Δ is <= 0, and -k/n is inside
+    assert lo < d < hi < 0
+    se = np.sqrt(k / n * (1 - k / n) / n)  # the binomial SE of the paired difference
+    assert 2.5 * se < hi - lo < 5 * se
+    for task in ("para_acc", "sts_r"):
+        assert rows[1]["delta"][task] == (0.0, 0.0, 0.0)
+    # the other tasks identical: overall moves by Δ sst / 3, replicate by replicate
+    od, olo, ohi = rows[1]["delta"]["overall"]
+    assert (od, olo, ohi) == pytest.approx((d / 3, lo / 3, hi / 3), rel=1e-9)
+    assert rows[1]["significant"]
+
+
+def test_self_comparison_is_exactly_zero(tmp_path):
+    run = make_run(tmp_path / "a", sst_wrong=30, para_wrong=20, sts_noise=1.0)
+    twin = tmp_path / "b"  # the same scores in another folder (another out_dir)
+    make_run(twin, sst_wrong=30, para_wrong=20, sts_noise=1.0)
+    rows = compare.compare([run, run, twin], resamples=B, seed=3)
+    assert [r["name"] for r in rows] == ["a", "a (2)", "b"]  # same seed: not a group of seeds
+    for row in rows[1:]:
+        assert set(row["delta"]) == {"sst_acc", "para_acc", "sts_r", "overall"}
+        for d, lo, hi in row["delta"].values():
+            assert d == 0.0 and lo == 0.0 and hi == 0.0
+        assert not row["significant"]
+    text = compare.markdown(rows)
+    assert "a (2): Δ overall +0.0000 95% CI [0.0000, 0.0000]" in text
+    assert "-0.0000" not in text
+
+
+def test_runs_differing_only_by_seed_form_a_group(tmp_path):
+    s1 = make_run(tmp_path / "default-s1", ["--seed", 1], sst_wrong=10, sts_seed=1, wall_s=600)
+    lr = make_run(tmp_path / "lr", ["--seed", 1, "--lr", 3e-4], sst_wrong=5)
+    # ignored keys (threads, prediction paths, out_dir) do not split the group
+    s2 = make_run(tmp_path / "default-s2", ["--seed", 2, "--threads", 4, "--sst_dev_out", "x.csv"],
+                  sst_wrong=20, sts_seed=2, wall_s=720)
+    rows = compare.compare([s1, lr, s2], resamples=B)
+    assert [(r["name"], r["seeds"]) for r in rows] == [("default", [1, 2]), ("lr", [1])]
+    assert rows[0]["metrics"]["sst_acc"] == pytest.approx((0.95 + 0.90) / 2)
+    assert rows[0]["sd"]["sst_acc"] == pytest.approx(np.std([0.95, 0.90], ddof=1))
+    assert rows[1]["sd"]["sst_acc"] is None and rows[0]["wall_s"] == 660
+    assert rows[1]["delta"]["sst_acc"][0] == pytest.approx(0.975 - 0.925)
+    text = compare.markdown(rows)
+    assert "| default | 2 (1, 2) | 0.9250 ± 0.0354 |" in text
+    assert "Δ overall vs default (95% CI)" in text and "reference" in text
+    # --no_group: one row per run
+    assert len(compare.compare([s1, lr, s2], resamples=B, by_seed=False)) == 3
+
+
+def test_the_group_replicate_is_the_mean_over_seeds(tmp_path):
+    ref = make_run(tmp_path / "ref", ["--lr", 3e-4])  # another configuration: not one of the seeds
+    s1 = make_run(tmp_path / "x-s1", ["--seed", 1], sst_wrong=8, para_wrong=3)
+    s2 = make_run(tmp_path / "x-s2", ["--seed", 2], sst_wrong=16, para_wrong=9)
+    runs = [compare.load_run(p) for p in (ref, s1, s2)]
+    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    (ci,) = compare.bootstrap_deltas([[reps[0]], [reps[1], reps[2]]])[1:]
+    delta = (reps[1]["sst_acc"] + reps[2]["sst_acc"]) / 2 - reps[0]["sst_acc"]
+    assert ci["sst_acc"] == pytest.approx(tuple(np.percentile(delta, [2.5, 97.5])))
+    rows = compare.compare([ref, s1, s2], resamples=B, seed=0)
+    assert rows[1]["name"] == "x" and rows[1]["delta"]["sst_acc"][1:] == pytest.approx(ci["sst_acc"])
+
+
+def test_missing_task_is_left_out_with_a_note(tmp_path, capsys):
+    a = make_run(tmp_path / "a")
+    b = make_run(tmp_path / "b", sst_wrong=4, tasks=("sst", "para"))
+    rows = compare.compare([a, b], resamples=B)
+    assert set(rows[1]["delta"]) == {"sst_acc", "para_acc", "overall"}
+    assert "sts left out" in capsys.readouterr().err
+    assert "Note: sts left out" in compare.markdown(rows)
+
+
+def test_refuses_other_dev_ids_and_folders_without_scores(tmp_path, capsys):
+    a = make_run(tmp_path / "a")
+    other = make_run(tmp_path / "other", ids_prefix="x")
+    assert compare.main([str(a), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other" in err and "ids" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    assert compare.main([str(a), str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty" in err and "dev_scores.npz" in err
+
+
+def test_cli_writes_markdown_and_forest_plot(tmp_path, capsys):
+    a = make_run(tmp_path / "base", sst_wrong=20, para_wrong=10)
+    b = make_run(tmp_path / "better", sst_wrong=5, para_wrong=10, sts_noise=0.3)
+    c = make_run(tmp_path / "same", sst_wrong=20, para_wrong=11)
+    md, png = tmp_path / "cmp.md", tmp_path / "cmp.png"
+    assert compare.main([str(a), str(b), str(c), "--out", str(md), "--plot", str(png),
+                         "--resamples", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert md.read_text() == out
+    line = re.search(r"^better: Δ overall \+(\d\.\d{4}) 95% CI \[(\d\.\d{4}), (\d\.\d{4})\]$", out, re.MULTILINE)
+    assert line and 0 < float(line[2]) < float(line[1]) < float(line[3])
+    assert re.search(r"^same: Δ overall -0\.00\d\d 95% CI \[-0\.\d{4}, 0\.\d{4}\]$", out, re.MULTILINE)
+    assert "| better * |" in out and "| same |" in out and "`*`" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert compare.main([str(a), "--resamples", "100"]) == 2  # too few for a 95% CI
+
+
+def test_same_seed_same_ci(tmp_path):
+    a = make_run(tmp_path / "a", sst_wrong=20)
+    b = make_run(tmp_path / "b", sst_wrong=25, sts_noise=0.7)
+    first, again, other = (compare.compare([a, b], resamples=B, seed=s)[1]["delta"] for s in (7, 7, 8))
+    assert first == again
+    assert first["overall"] != other["overall"]
