@@ -136,13 +136,13 @@ def tokenizer_texts(vocab: Path, lowercase: bool, max_length: int) -> dict[str, 
     """tokenizer.json, tokenizer_config.json, special_tokens_map.json for this vocabulary and casing.
     model_max_length = the run's --max_length, so `truncation=True` cuts where mtbert did."""
     from tokenizers.implementations import BertWordPieceTokenizer
-    tok = BertWordPieceTokenizer(str(vocab), lowercase=True, strip_accents=None,
+    tok = BertWordPieceTokenizer(str(vocab), lowercase=lowercase, strip_accents=None,
                                  clean_text=True, handle_chinese_chars=True)
     vocab_ids = tok.get_vocab()
-    special = {k: v for k, v in SPECIAL_TOKENS.items() if v in vocab_ids}  # [MASK] may be absent
-    if len(special) < len(SPECIAL_TOKENS) - ("mask_token" not in special):
+    if [t for k, t in SPECIAL_TOKENS.items() if k != "mask_token" and t not in vocab_ids]:
         raise CheckpointError(f"{vocab}: vocabulary lacks one of [UNK] [SEP] [PAD] [CLS]")
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "strip_accents": None,
+    special = {k: t for k, t in SPECIAL_TOKENS.items() if t in vocab_ids}  # [MASK] only where it is
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "strip_accents": None,
               "tokenize_chinese_chars": True, "do_basic_tokenize": True, "never_split": None,
               "model_max_length": max_length, **special}
     return {"tokenizer.json": tok.to_str(pretty=True),
@@ -161,20 +161,19 @@ def sentence_transformers_files(pooling: str, hidden: int, max_length: int,
             "pooling_mode_mean_sqrt_len_tokens": False}
     # do_lower_case here would lowercase the text a second time, in Python, before tokenizer.json's
     # own normalizer does: not always the same thing (a word-final Greek sigma), so it stays off.
-    texts = {"modules.json": json.dumps(modules, indent=2),
-             "sentence_bert_config.json": json.dumps({"max_seq_length": max_length, "do_lower_case": False}, indent=2),
+    texts = {"sentence_bert_config.json": json.dumps({"max_seq_length": max_length, "do_lower_case": False}),
              "config_sentence_transformers.json": json.dumps(
                  {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2),
              "1_Pooling/config.json": json.dumps(pool, indent=2)}
     tensors = {}
     if pooling == "pooler":  # BERT's pooler is tanh(W·h_CLS + b): CLS pooling, then a tanh Dense
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        texts["modules.json"] = json.dumps(modules, indent=2)
         texts["2_Dense/config.json"] = json.dumps(
             {"in_features": hidden, "out_features": hidden, "bias": True,
              "activation_function": "torch.nn.modules.activation.Tanh"}, indent=2)
         tensors["2_Dense/model.safetensors"] = {"linear.weight": encoder["pooler.dense.weight"].clone(),
                                                 "linear.bias": encoder["pooler.dense.bias"].clone()}
+    texts["modules.json"] = json.dumps(modules, indent=2)
     return texts, tensors
 
 
@@ -238,120 +237,149 @@ def fmt(row: dict, key: str) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
-def model_card(args, out_name: str, run: Path | None, hidden: int, layers: int, lowercase: bool) -> str:
-    saved = vars(args)
-    defaults = vars(mc.parse_args([]))
+POOLING = {"mean": "the mean of the token embeddings (padding excluded)", "cls": "the [CLS] token embedding",
+           "pooler": "BERT's pooler, tanh(W·h_[CLS] + b) (in sentence-transformers: CLS pooling, then a tanh Dense)"}
+EMBED = {"mean": ['mask = batch["attention_mask"].unsqueeze(-1).float()',
+                  "embeddings = (out.last_hidden_state * mask).sum(1) / mask.sum(1)"],
+         "cls": ["embeddings = out.last_hidden_state[:, 0]"],
+         "pooler": ["embeddings = out.pooler_output"]}
+
+
+def front_matter(base: str | None, tasks: list[str]) -> list[str]:
+    """The hub's YAML metadata block."""
+    tags = ("sentence-transformers", "feature-extraction", "sentence-similarity", "transformers", "bert",
+            "multitask", "mtbert")
+    return ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+            "tags:", *[f"- {t}" for t in tags], *([f"base_model: {base}"] if base else []),
+            "datasets:", *[f"- {d}" for d in dict.fromkeys(HUB_DATASETS[t] for t in tasks)],
+            "metrics:", "- accuracy", "- pearsonr", "---", ""]
+
+
+def data_section(args, tasks: list[str], used: dict) -> list[str]:
+    cap = args.max_train_examples
+    L = ["## Data", "",
+         ("The CS224N default-project release: SST-5 (Stanford Sentiment Treebank, 5 classes), a subset of "
+          "Quora Question Pairs (binary), STS Benchmark (similarity 0-5)."
+          + (f" Training was capped at {cap} examples per task (`--max_train_examples`)." if cap else "")), "",
+         "| task | train file | training rows used | dev file | dev rows |", "|---|---|---|---|---|"]
+    for t in TASKS:
+        dev = count_rows(getattr(args, f"{t}_dev"), t, args.strict)
+        rows = "not trained" if t not in tasks else str(used[t][0]) if t in used else "file not found at export"
+        train, dev_file = (shown(f"{t}_{s}", getattr(args, f"{t}_{s}")) for s in ("train", "dev"))
+        L.append(f"| {TASK_NAMES[t]} | {train} | {rows} | {dev_file} | {'–' if dev is None else dev} |")
+    return L + [""]
+
+
+def config_section(args) -> list[str]:
+    """The flags that differ from the defaults as a command line, then every argument."""
+    saved, defaults = vars(args), vars(mc.parse_args([]))
     keys = [k for k in saved if k not in BOOKKEEPING and not k.endswith("_out")]
     changed = [k for k in keys if saved[k] != defaults.get(k)]
-    metrics = read_metrics(run)
+    argv = args_to_argv({k: shown(k, saved[k]) if isinstance(saved[k], str) else saved[k] for k in changed},
+                        mc.get_parser())
+    return ["## Configuration", "", "Flags that differ from `multitask_classifier.py`'s defaults (data files by name):",
+            "", "    python multitask_classifier.py " + (" ".join(argv) or "(all defaults)"), "",
+            "<details><summary>Every argument</summary>", "", "| argument | value |", "|---|---|",
+            *[f"| `--{k}` | {shown(k, saved[k])}{'' if k in changed else ' (default)'} |"
+              for k in [*changed, *[k for k in keys if k not in changed]]],
+            "", "</details>", ""]
+
+
+def results_section(metrics: list[dict], best: dict) -> list[str]:
+    cols = [*METRIC_NAMES.values(), "overall"]
+    L = ["## Dev results", "",
+         ("One row per dev evaluation of the run (`metrics.jsonl`); "
+          "overall = (SST acc + PARA acc + (STS r + 1) / 2) / 3."), "",
+         "| evaluation | SST acc | PARA acc | STS r | overall |", "|---|---|---|---|---|"]
+    L += [f"| {when(row) or f'#{i}'} | " + " | ".join(fmt(row, c) for c in cols) + " |"
+          for i, row in enumerate(metrics, 1)]
+    if not metrics:
+        L.append("| (no metrics.jsonl beside this checkpoint) | – | – | – | – |")
+    if best:
+        wise = f"; WiSE-FT α = {best['wise_alpha']}" if "wise_alpha" in best else ""
+        L.append(f"| **exported weights** ({when(best) or 'best dev overall'}{wise}) | "
+                 + " | ".join(f"**{fmt(best, c)}**" for c in cols) + " |")
+    return L + [""]
+
+
+def environment_section(args, summary: dict) -> list[str]:
+    """Wall time from summary.json; the device from the run's arguments; the rest from this machine."""
+    L = ["## Training cost and environment", ""]
+    if isinstance(summary.get("wall_s"), (int, float)):
+        seen = summary.get("examples")
+        L.append(f"- wall time: {summary['wall_s'] / 60:.1f} min for the whole run (loading, training, "
+                 "evaluations, predictions)" + (f", {seen:,} training examples seen" if isinstance(seen, int) else ""))
+    device = "cpu"
+    if args.use_gpu:
+        device = "cuda" + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
+    packages = ("torch", "transformers", "sentence-transformers", "tokenizers", "safetensors")
+    return L + [f"- torch device: {device}" + (f", --threads {args.threads}" if args.threads else ""),
+                (f"- platform (where this export ran): {platform.platform()}, {platform.machine()}, "
+                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}"),
+                "- packages: " + ", ".join(f"{p} {version(p)}" for p in packages), ""]
+
+
+def limitations_section(args, base: str | None, tasks: list[str], used: dict, lowercase: bool) -> list[str]:
+    L = ["## Limitations", ""]
+    if base == "sentence-transformers/all-MiniLM-L6-v2":
+        L.append("- all-MiniLM-L6-v2 was pretrained on about a billion sentence pairs that include Quora "
+                 "duplicate questions, so the PARA dev accuracy overstates how well the model transfers "
+                 "to paraphrase data it has not seen.")
+    if used.get("para"):
+        n, total = used["para"]
+        L.append(f"- PARA was trained on {n:,} Quora pairs" + (f", {total:,} in its file" if n < total else "")
+                 + (": the course's subset of the about 400k of Quora Question Pairs." if total < 100_000 else "."))
+    if (args.para_head == "cross" and "para" in tasks) or (args.sts_head == "cross" and "sts" in tasks):
+        L.append("- Cross-encoded heads (--para_head / --sts_head cross) read a sentence pair as one sequence; "
+                 "the sentence-transformers model embeds single sentences and does not include them.")
+    return L + [("- The dev numbers are one run at one seed, on the dev sets counted above: compare runs "
+                 "over several seeds before reading much into small differences."),
+                f"- English only; inputs are truncated to {args.max_length} tokens"
+                + (" and lowercased." if lowercase else " (cased)."), ""]
+
+
+def usage_section(name: str, pooling: str) -> list[str]:
+    sentences = '["A great movie.", "A wonderful film."]'
+    return ["## How to use", "", "sentence-transformers:", "", "```python",
+            "from sentence_transformers import SentenceTransformer",
+            f'model = SentenceTransformer("{name}")  # this folder, or its hub id once uploaded',
+            f"embeddings = model.encode({sentences})", "print(model.similarity(embeddings, embeddings))", "```",
+            "", "transformers:", "", "```python", "import torch", "from transformers import AutoModel, AutoTokenizer",
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'model = AutoModel.from_pretrained("{name}").eval()',
+            f'batch = tokenizer({sentences}, padding=True, truncation=True, return_tensors="pt")',
+            "with torch.no_grad():", "    out = model(**batch)", *EMBED[pooling], "```",
+            "", "mtbert, with its task heads:", "", "```bash",
+            f"python multitask_classifier.py --eval_only --checkpoint {name}   # dev metrics, prediction files",
+            f"python multitask_classifier.py --bert_model {name}               # fine-tune further",
+            "```", "",
+            "In Python, `export.load_exported(folder)` returns mtbert's `MultitaskBERT` and the run's arguments.", ""]
+
+
+def model_card(args, name: str, run: Path | None, hidden: int, layers: int, lowercase: bool) -> str:
+    """README.md of the export, from the run's arguments, data files, metrics.jsonl and summary.json."""
     summary = read_json(run / "summary.json") if run is not None and (run / "summary.json").is_file() else {}
     best = summary.get("best") if isinstance(summary.get("best"), dict) else {}
     base = base_model_id(args.bert_model)
     tasks = [t for t in TASKS if t in args.tasks]
     cap = args.max_train_examples
-    train_rows = {t: count_rows(getattr(args, f"{t}_train"), t, args.strict) for t in tasks}
-    used = {t: None if n is None else (min(n, cap) if cap else n) for t, n in train_rows.items()}
-    pooling = {"mean": "mean of the token embeddings (padding excluded)", "cls": "the [CLS] token embedding",
-               "pooler": "BERT's pooler, tanh(W·h_[CLS] + b) (a tanh Dense module in sentence-transformers)"}
-
-    L = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity", "tags:",
-         *[f"- {t}" for t in ("sentence-transformers", "feature-extraction", "sentence-similarity",
-                              "transformers", "bert", "multitask", "mtbert")]]
-    if base:
-        L.append(f"base_model: {base}")
-    L += ["datasets:", *[f"- {d}" for d in dict.fromkeys(HUB_DATASETS[t] for t in tasks)],
-          "metrics:", "- accuracy", "- pearsonr", "---", "",
-          f"# {out_name}", "",
-          f"A BERT encoder ({layers} layers, hidden size {hidden}) fine-tuned with mtbert jointly on "
-          + ", ".join(TASK_NAMES[t] for t in tasks) + ", exported from the run's best dev checkpoint. "
-          f"Sentence embedding: {pooling[args.pooling]}, {hidden} dimensions.", "",
-          f"Base model: `{base or shown('bert_model', args.bert_model)}`"
-          + ("" if base else " (a local checkpoint folder)") + ".", "",
-          "## Data", "",
-          "The CS224N default-project release: SST-5 (Stanford Sentiment Treebank, 5 classes), a subset "
-          "of Quora Question Pairs (binary), STS Benchmark (similarity 0-5)."
-          + (f" Training was capped at {cap} examples per task (`--max_train_examples`)." if cap else ""), "",
-          "| task | train file | training rows used | dev file | dev rows |", "|---|---|---|---|---|"]
-    for t in TASKS:
-        n = used.get(t)
-        rows = "not trained" if t not in tasks else ("file not found at export" if n is None else str(n))
-        dev = count_rows(getattr(args, f"{t}_dev"), t, args.strict)
-        L.append(f"| {TASK_NAMES[t]} | {shown(f'{t}_train', getattr(args, f'{t}_train'))} | {rows} | "
-                 f"{shown(f'{t}_dev', getattr(args, f'{t}_dev'))} | {'–' if dev is None else dev} |")
-    L += ["", "## Configuration", "",
-          "Flags that differ from `multitask_classifier.py`'s defaults (data files by name):", "",
-          "    python multitask_classifier.py "
-          + (" ".join(args_to_argv({k: shown(k, saved[k]) if isinstance(saved[k], str) else saved[k]
-                                    for k in changed}, mc.get_parser())) or "(all defaults)"), "",
-          "<details><summary>Every argument</summary>", "", "| argument | value |", "|---|---|",
-          *[f"| `--{k}` | {shown(k, saved[k])}{' (default)' if k not in changed else ''} |"
-            for k in [*changed, *[k for k in keys if k not in changed]]],
-          "", "</details>", "",
-          "## Dev results", "",
-          "One row per dev evaluation of the run (`metrics.jsonl`); overall = (SST acc + PARA acc + "
-          "(STS r + 1) / 2) / 3.", "",
-          "| evaluation | SST acc | PARA acc | STS r | overall |", "|---|---|---|---|---|"]
-    cols = [*METRIC_NAMES.values(), "overall"]
-    for i, row in enumerate(metrics, 1):
-        L.append(f"| {when(row) or f'#{i}'} | " + " | ".join(fmt(row, c) for c in cols) + " |")
-    if not metrics:
-        L.append("| (no metrics.jsonl beside this checkpoint) | – | – | – | – |")
-    if best:
-        wise = f"; encoder mixed with the pretrained one, WiSE-FT α = {best['wise_alpha']}" if "wise_alpha" in best else ""
-        L.append(f"| **exported weights** ({when(best) or 'best dev overall'}{wise}) | "
-                 + " | ".join(f"**{fmt(best, c)}**" for c in cols) + " |")
-    cuda = torch.cuda.get_device_name(0) if args.use_gpu and torch.cuda.is_available() else None
-    L += ["", "## Training cost and environment", ""]
-    if "wall_s" in summary:
-        L.append(f"- wall time: {summary['wall_s'] / 60:.1f} min for the whole run (loading, training, "
-                 f"evaluations, predictions)" + (f", {summary['examples']:,} training examples seen"
-                                                 if isinstance(summary.get("examples"), int) else ""))
-    L += [f"- torch device: {'cuda' + (f' ({cuda})' if cuda else '') if args.use_gpu else 'cpu'}"
-          + (f", --threads {args.threads}" if args.threads else ""),
-          f"- platform (where this export ran): {platform.platform()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
-          "- packages: " + ", ".join(f"{p} {version(p)}" for p in
-                                     ("torch", "transformers", "sentence-transformers", "tokenizers", "safetensors")),
-          "", "## Intended use", "",
-          "Sentence embeddings for English sentiment, paraphrase and semantic-similarity work (compare "
-          "sentences by cosine similarity), and mtbert's three task predictions through the task heads "
-          "in `heads.safetensors`. A research artefact of a course-project suite, not a production model.",
-          "", "## Limitations", ""]
-    if base == "sentence-transformers/all-MiniLM-L6-v2":
-        L.append("- all-MiniLM-L6-v2 was pretrained on about a billion sentence pairs that include Quora "
-                 "duplicate questions, so the PARA dev accuracy overstates how well the model transfers "
-                 "to unseen paraphrase data.")
-    if "para" in tasks and used.get("para") is not None:
-        L.append(f"- PARA was trained on {used['para']:,} Quora pairs"
-                 + (" (the course's subset; Quora Question Pairs has about 400k)"
-                    if used["para"] < 100_000 else "") + ".")
-    if args.para_head == "cross" and "para" in tasks or args.sts_head == "cross" and "sts" in tasks:
-        L.append("- Cross-encoded heads (--para_head / --sts_head cross) read a sentence pair as one "
-                 "sequence; the sentence-transformers model embeds single sentences and does not include them.")
-    L += ["- The dev numbers are one run at one seed, on the dev sets counted above: compare runs over "
-          "several seeds before reading much into small differences.",
-          f"- English only; inputs are truncated to {args.max_length} tokens"
-          + (" and lowercased." if lowercase else " (cased)."), "",
-          "## How to use", "", "sentence-transformers:", "", "```python",
-          "from sentence_transformers import SentenceTransformer",
-          f'model = SentenceTransformer("{out_name}")  # this folder, or its hub id once uploaded',
-          'embeddings = model.encode(["A great movie.", "A wonderful film."])',
-          "print(model.similarity(embeddings, embeddings))", "```", "", "transformers:", "", "```python",
-          "import torch", "from transformers import AutoModel, AutoTokenizer",
-          f'tokenizer = AutoTokenizer.from_pretrained("{out_name}")',
-          f'model = AutoModel.from_pretrained("{out_name}").eval()',
-          'batch = tokenizer(["A great movie.", "A wonderful film."], padding=True, truncation=True, return_tensors="pt")',
-          "with torch.no_grad():", "    out = model(**batch)"]
-    L += {"mean": ["mask = batch[\"attention_mask\"].unsqueeze(-1).float()",
-                   "embeddings = (out.last_hidden_state * mask).sum(1) / mask.sum(1)"],
-          "cls": ["embeddings = out.last_hidden_state[:, 0]"],
-          "pooler": ["embeddings = out.pooler_output"]}[args.pooling]
-    L += ["```", "", "mtbert (the task heads too):", "", "```bash",
-          f"python multitask_classifier.py --eval_only --checkpoint {out_name}   # dev metrics, prediction files",
-          f"python multitask_classifier.py --bert_model {out_name}               # fine-tune further",
-          "```", "", "In Python, `export.load_exported(folder)` returns mtbert's `MultitaskBERT` and the run's "
-          "arguments.", ""]
-    return "\n".join(L)
+    used = {}  # task -> (training rows the run used, rows in its file); absent: file not found
+    for t in tasks:
+        n = count_rows(getattr(args, f"{t}_train"), t, args.strict)
+        if n is not None:
+            used[t] = (min(n, cap) if cap else n, n)
+    intro = (f"A BERT encoder ({layers} layers, hidden size {hidden}) fine-tuned with mtbert jointly on "
+             f"{', '.join(TASK_NAMES[t] for t in tasks)}, exported from the run's best dev checkpoint. "
+             f"Sentence embedding: {POOLING[args.pooling]}, {hidden} dimensions.")
+    started = f"`{base}`" if base else f"`{shown('bert_model', args.bert_model)}` (a local checkpoint folder)"
+    use = ("Sentence embeddings for English sentiment, paraphrase and semantic-similarity work (compare "
+           "sentences by cosine similarity), and mtbert's three task predictions through the task heads in "
+           "`heads.safetensors`. A research artefact of a course-project suite, not a production model.")
+    lines = [*front_matter(base, tasks), f"# {name}", "", intro, "", f"Base model: {started}.", "",
+             *data_section(args, tasks, used), *config_section(args), *results_section(read_metrics(run), best),
+             *environment_section(args, summary), "## Intended use", "", use, "",
+             *limitations_section(args, base, tasks, used, lowercase), *usage_section(name, args.pooling)]
+    return "\n".join(lines)
 
 
 # -- export and load back ----------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """Collect the runs of a sweep folder into a markdown table.
 
-    python sweeps/collect.py runs/ablation results/ablation.md
+    python sweeps/collect.py runs/ablation results/ablation.md --reference default --plot results/ablation.png
     python sweeps/collect.py runs/ensemble results/ensemble.md --ensemble runs/ensemble/ensemble.log
+
+Sweep rows (runs named NAME-sSEED, one configuration at several seeds) become one line per
+configuration: mean ± sd over seeds, and Δ overall against the reference configuration with a
+95% paired bootstrap CI over the dev examples (compare.py). Ensemble sweeps list their members
+and the ensemble's metrics from its log.
 """
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's modules
+import compare  # noqa: E402
 from evaluation import parse_metrics  # noqa: E402
+
+# Settings of a sweep itself rather than of the row: never shown as the row's flags.
+SWEEP_KEYS = {"out_dir", "no_predictions", "update", "seed", "resume", "overwrite", "config"}
 
 
 def flags(config: dict, full_runs: bool = False) -> str:
-    """The flags that differ from the defaults: what the row changes. Shortened sweep rows turn
-    WiSE-FT off and set their own length; `full_runs` compares with the main job as it is."""
+    """The flags that differ from the defaults: what the row changes. Shortened sweep rows set
+    their own length; `full_runs` compares with the main job as it is."""
     from multitask_classifier import parse_args
     defaults = vars(parse_args([]))
-    skip = {"out_dir", "no_predictions", "update"} | (set() if full_runs else {"epochs", "steps_per_epoch"})
-    if not full_runs:
-        defaults["wise_alphas"] = []  # sweeps turn WiSE-FT off; a row that keeps it shows the flag
+    skip = SWEEP_KEYS - ({"seed"} if full_runs else set()) | (set() if full_runs else {"epochs", "steps_per_epoch"})
+    if config.get("option") == "pretrain":  # --option pretrain sets these itself
+        skip |= {"lr", "head_lr"}
     out = []
     for k, v in config.items():
         if k in skip or k.endswith(("_out", "_train", "_dev", "_test")) or defaults.get(k) == v:
@@ -33,6 +42,46 @@ def flags(config: dict, full_runs: bool = False) -> str:
     return " ".join(out) or "(defaults)"
 
 
+def finished(sweep_dir: Path) -> list[Path]:
+    """The sweep's finished runs (summary.json written), in the order they ran."""
+    runs = [p for p in Path(sweep_dir).iterdir() if (p / "summary.json").is_file()]
+    return sorted(runs, key=lambda p: p.stat().st_mtime)
+
+
+# -- ablation: configurations at several seeds, Δ against a reference ---------------------------
+def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Path | None,
+                   resamples: int = 10_000) -> str:
+    runs = finished(sweep_dir)
+    ref = [r for r in runs if compare.SEED_SUFFIX.sub("", r.name) == reference]
+    if not ref:
+        raise SystemExit(f"{sweep_dir}: no finished run of the reference row {reference!r}")
+    rows = compare.compare(ref + [r for r in runs if r not in ref], resamples=resamples, seed=0)
+    if plot:
+        compare.forest_plot(rows, plot)
+    configs = {r["name"]: json.loads((Path(r["runs"][0]) / "config.json").read_text()) for r in rows}
+    lines = ["| run | flags | seeds | SST acc | PARA acc | STS r | overall | Δ overall (95% CI) | wall min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m, sd = r["metrics"], r["sd"]
+        cell = lambda k: compare._num(m[k]) + (f" ± {compare._num(sd[k])}" if sd[k] is not None else "")
+        delta = "reference" if r["delta"] is None else compare._ci(r["delta"]["overall"])
+        lines.append(f"| {r['name']}{' *' if r['significant'] else ''} | `{flags(configs[r['name']])}` | "
+                     f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
+                     f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
+    single = any(len(c.get("tasks", [])) == 1 for c in configs.values())
+    caption = (f"Each run: the bundled MiniLM, one epoch of {steps} optimizer steps on the full training "
+               "data (batch 32), dev metrics of the last step. Each row is one configuration at several "
+               "seeds: mean ± sd over seeds. Δ overall: the row minus the reference row "
+               f"({reference}), mean over seeds, with a 95% CI from a paired bootstrap over the dev "
+               f"examples ({resamples:,} resamples; each replicate resamples the three tasks once and "
+               "scores every run on the same examples); `*`: the CI excludes 0. Wall: minutes per run. "
+               + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
+               + f"Rebuilt by `bash {script}`.")
+    ci_lines = [compare.delta_line(r) for r in rows[1:]]
+    return "\n".join([caption, "", *lines, "", "```text", *ci_lines, "```"]) + "\n"
+
+
+# -- ensembles: members and their ensemble's line from its log -----------------------------------
 def ensemble_metrics(log: Path) -> dict:
     """The metrics of the `ensemble dev: sst_acc X, ...` line that --eval_only prints."""
     line = next((l for l in log.read_text().splitlines() if l.startswith("ensemble dev: ")), None)
@@ -46,44 +95,43 @@ def row(name: str, what: str, b: dict, parameters: float, wall_s: float) -> str:
             f"{b['overall']:.3f} | {parameters / 1e6:.2f}M | {wall_s / 60:.1f} |")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("sweep_dir")
-    ap.add_argument("out")
-    ap.add_argument("--steps", default="?")
-    ap.add_argument("--script", default="sweeps/ablation.sh", help="the command named in the caption")
-    ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
-                                                 "full runs, and a last row for their ensemble")
-    args = ap.parse_args()
-    rows, single_task, members = [], False, []
-    for run in sorted(Path(args.sweep_dir).iterdir(), key=lambda p: p.stat().st_mtime):
-        if not (run / "summary.json").is_file():
-            continue
+def ensemble_table(sweep_dir: Path, log: Path, script: str) -> str:
+    rows, members = [], []
+    for run in finished(sweep_dir):
         s = json.loads((run / "summary.json").read_text())
         c = json.loads((run / "config.json").read_text())
-        single_task = single_task or len(c.get("tasks", [])) == 1
-        rows.append(row(run.name, flags(c, full_runs=args.ensemble is not None), s["best"],
-                        s["parameters"], s["wall_s"]))
+        rows.append(row(run.name, flags(c, full_runs=True), s["best"], s["parameters"], s["wall_s"]))
         members.append((run.name, s))
+    rows.append(row("ensemble", "--eval_only --checkpoint " + " ".join(n for n, _ in members),
+                    ensemble_metrics(log), sum(s["parameters"] for _, s in members),
+                    sum(s["wall_s"] for _, s in members)))
+    caption = ("Each member: a full run of the main job (the default configuration; its seed in the flags "
+               "column); the ensemble averages the members' scores (SST class probabilities, PARA "
+               "probability, STS score); its parameters and wall time are the members' totals. "
+               f"Rebuilt by `bash {script}`.")
+    return "\n".join([caption, "", "| run | flags | SST acc | PARA acc | STS r | overall | parameters | wall min |",
+                      "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--steps", default="?")
+    ap.add_argument("--script", default="sweeps/ablation.sh", help="the command named in the caption")
+    ap.add_argument("--reference", default="default", help="the row every other row is compared with")
+    ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
+    ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
+    ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
+                                                 "full runs, and a last row for their ensemble")
+    args = ap.parse_args(argv)
     if args.ensemble:
-        rows.append(row("ensemble", "--eval_only --checkpoint " + " ".join(n for n, _ in members),
-                        ensemble_metrics(args.ensemble), sum(s["parameters"] for _, s in members),
-                        sum(s["wall_s"] for _, s in members)))
-        caption = ("Each member: a full run of the main job (the default configuration, WiSE-FT "
-                   "tried; its seed in the flags column); the ensemble averages the members' scores "
-                   "(SST class probabilities, PARA probability, STS score); its parameters and wall "
-                   "time are the members' totals. ")
+        text = ensemble_table(args.sweep_dir, args.ensemble, args.script)
     else:
-        caption = (f"Each run: the bundled MiniLM, one epoch of {args.steps} optimizer steps on the full "
-                   "training data (batch 32), dev metrics, no WiSE-FT unless the row says so. "
-                   + ("Single-task rows train one task and still report all three dev metrics (the other "
-                      "heads untrained). " if single_task else ""))
-    text = "\n".join([
-        caption + f"Rebuilt by `bash {args.script}`.", "",
-        "| run | flags | SST acc | PARA acc | STS r | overall | parameters | wall min |",
-        "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+        text = ablation_table(args.sweep_dir, args.reference, args.steps, args.script, args.plot,
+                              args.resamples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
     print(text)
 
 

@@ -1,57 +1,93 @@
-"""sweeps/collect.py: a sweep folder's runs become one markdown row each, naming the flags that
-differ from the defaults."""
+"""sweeps/collect.py: a sweep folder's runs become one markdown row per configuration, naming the
+flags that differ from the defaults, with mean ± sd over seeds and Δ overall against the
+reference row with its bootstrap CI (compare.py); ensemble sweeps add their ensemble's row."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
 import collect  # noqa: E402
+from test_compare import make_run  # noqa: E402
 
 import multitask_classifier as mc  # noqa: E402
 
 
-def _run(folder: Path, argv: list[str], metrics: dict):
-    folder.mkdir(parents=True)
-    config = vars(mc.parse_args(argv))
-    (folder / "config.json").write_text(json.dumps(config))
+def _finished(folder: Path, metrics=None, wall_s=90.0, parameters=23_453_576):
     (folder / "summary.json").write_text(json.dumps(
-        {"best": metrics, "wall_s": 90.0, "parameters": 23_453_576}))
+        {"best": metrics or {}, "wall_s": wall_s, "parameters": parameters}))
+    return folder
 
 
-def test_collect_rows_and_flags(tmp_path, monkeypatch):
+def _sweep_run(sweep: Path, name: str, argv=(), **kw) -> Path:
+    """A finished sweep run; folders get increasing mtimes so the table keeps their order."""
+    folder = _finished(make_run(sweep / name, argv, **kw))
+    t = time.time() + len(list(sweep.iterdir()))
+    os.utime(folder, (t, t))
+    return folder
+
+
+def test_ablation_rows_group_seeds_and_give_delta_with_ci(tmp_path):
     sweep = tmp_path / "sweep"
-    m = {"sst_acc": 0.5, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7333}
-    _run(sweep / "plain", ["--wise_alphas", "--epochs", "1"], m)
-    _run(sweep / "wise", [], m)
-    _run(sweep / "tweaked", ["--wise_alphas", "--lr", "3e-4", "--no-freeze_embeddings", "--pcgrad"], m)
-    (sweep / "unfinished").mkdir()  # no summary.json: not a row
-    out = tmp_path / "table.md"
-    monkeypatch.setattr(sys, "argv", ["collect.py", str(sweep), str(out), "--steps", "50",
-                                      "--script", "sweeps/x.sh"])
-    collect.main()
+    sweep.mkdir()
+    base = ["--epochs", "1", "--steps_per_epoch", "5", "--no_predictions"]
+    _sweep_run(sweep, "fgsm-s1", [*base, "--fgsm", "--seed", "1"], sst_wrong=40)
+    _sweep_run(sweep, "fgsm-s2", [*base, "--fgsm", "--seed", "2"], sst_wrong=40)
+    _sweep_run(sweep, "default-s1", [*base, "--seed", "1"])
+    _sweep_run(sweep, "default-s2", [*base, "--seed", "2"], sst_wrong=2)
+    (sweep / "unfinished-s1").mkdir()  # no summary.json: not a row
+    out, plot = tmp_path / "table.md", tmp_path / "table.png"
+    collect.main([str(sweep), str(out), "--steps", "5", "--script", "sweeps/x.sh",
+                  "--reference", "default", "--plot", str(plot), "--resamples", "5000"])
     text = out.read_text()
     rows = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| run")]
-    assert [r.split(" | ")[0] for r in rows] == ["| plain", "| wise", "| tweaked"]
-    assert "`(defaults)`" in rows[0]  # epochs and a switched-off WiSE-FT are the sweep's own settings
-    assert "`--wise_alphas 0.5 0.7 0.85`" in rows[1]
-    assert "`--no-freeze_embeddings --lr 0.0003 --pcgrad`" in rows[2]
-    assert "| 0.500 | 0.800 | 0.900 | 0.733 | 23.45M | 1.5 |" in rows[2]
-    assert "50 optimizer steps" in text and "`bash sweeps/x.sh`" in text
+    assert [r.split(" | ")[0] for r in rows] == ["| default", "| fgsm *"]  # the reference first
+    assert "| `(defaults)` | 2 |" in rows[0] and "| reference |" in rows[0]
+    assert "| `--fgsm` | 2 |" in rows[1]
+    # fgsm's seeds both miss 40 of 200 SST examples: Δ SST = (0.8 - 0.995) / 1, overall a third
+    d, lo, hi = collect.compare.compare([sweep / "default-s1", sweep / "default-s2",
+                                         sweep / "fgsm-s1", sweep / "fgsm-s2"], 5000)[1]["delta"]["overall"]
+    assert d == pytest.approx((0.8 - 0.995) / 3) and lo < d < hi < 0
+    assert f"fgsm: Δ overall {d:+.4f} 95% CI [{lo:.4f}, {hi:.4f}]" in text
+    assert "5 optimizer steps" in text and "`bash sweeps/x.sh`" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_collect_ensemble_adds_a_row_from_the_eval_log(tmp_path, monkeypatch):
+def test_missing_reference_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _sweep_run(sweep, "fgsm-s1", ["--fgsm"])
+    with pytest.raises(SystemExit, match="no finished run of the reference row 'default'"):
+        collect.main([str(sweep), str(tmp_path / "t.md")])
+
+
+def test_flags_name_what_the_row_changes():
+    cfg = lambda *a: vars(mc.parse_args(["--epochs", "1", "--steps_per_epoch", "9", "--seed", "3", *a]))
+    assert collect.flags(cfg()) == "(defaults)"  # length and seed are the sweep's own settings
+    assert collect.flags(cfg("--lr", "3e-4", "--no-freeze_embeddings", "--pcgrad")) == \
+        "--no-freeze_embeddings --lr 0.0003 --pcgrad"
+    assert collect.flags(cfg("--option", "pretrain")) == "--option pretrain"  # not its implied lr
+    assert collect.flags(cfg(), full_runs=True) == "--epochs 1.0 --steps_per_epoch 9 --seed 3"
+
+
+def test_collect_ensemble_adds_a_row_from_the_eval_log(tmp_path):
     sweep = tmp_path / "ensemble"
-    _run(sweep / "seed-1", ["--seed", "1"], {"sst_acc": 0.5, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7333})
-    _run(sweep / "seed-2", ["--seed", "2"], {"sst_acc": 0.4, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7})
+    for seed, sst in ((1, 0.5), (2, 0.4)):
+        folder = sweep / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(vars(mc.parse_args(["--seed", str(seed)]))))
+        _finished(folder, {"sst_acc": sst, "para_acc": 0.8, "sts_r": 0.9, "overall": 0.7333})
     log = sweep / "ensemble.log"
     log.write_text("runs/x: sst_acc 0.1, para_acc 0.1, sts_r 0.1, overall 0.1\n"
                    "ensemble dev: sst_acc 0.5123, para_acc 0.8456, sts_r 0.8789, overall 0.7658\n")
     out = tmp_path / "table.md"
-    monkeypatch.setattr(sys, "argv", ["collect.py", str(sweep), str(out), "--ensemble", str(log)])
-    collect.main()
+    collect.main([str(sweep), str(out), "--ensemble", str(log)])
     rows = [l for l in out.read_text().splitlines() if l.startswith("| ") and not l.startswith("| run")]
-    assert rows[0].startswith("| seed-1 | `--seed 1` |")  # full runs: WiSE-FT at its default is not a flag
+    assert rows[0].startswith("| seed-1 | `--seed 1` |")
     assert rows[2] == ("| ensemble | `--eval_only --checkpoint seed-1 seed-2` | 0.512 | 0.846 | 0.879 | "
                        "0.766 | 46.91M | 3.0 |")

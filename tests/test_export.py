@@ -189,6 +189,7 @@ def test_model_card_names_the_metrics_flags_and_data(run, exported, tiny_data_di
         assert flag in command
     assert "--lr " not in command  # a default
     assert "| SST-5 sentiment | ids-sst-train.csv | 16 | ids-sst-dev.csv | 24 |" in body
+    assert "PARA was trained on 16 Quora pairs, 48 in its file" in body
     assert str(tiny_data_dir) not in card  # data files by name, not by the machine's paths
     assert "SentenceTransformer(" in body and "AutoModel.from_pretrained(" in body
     assert json.loads((exported / "heads.json").read_text())["max_train_examples"] == 16
@@ -200,4 +201,4 @@ def test_model_card_of_a_minilm_run_names_its_base_and_the_quora_overlap(run):
     args.bert_model, args.max_train_examples = "minilm", 0
     card = export.model_card(args, "m", run.run, 32, 2, True)
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
-    assert "Quora duplicate questions" in card and "PARA was trained on 48 Quora pairs" in card
+    assert "Quora duplicate questions" in card and "PARA was trained on 48 Quora pairs: the course's subset" in card
