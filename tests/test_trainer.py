@@ -68,3 +68,110 @@ def test_layer_decay_scales_lr_by_depth(tiny_mtbert):
     assert {g["lr"] for g in trainer.build_optimizer(model, args).param_groups} == {1e-4}
 
 
+# -- run length and evaluation points -----------------------------------------------------------
+def _args(**kw):
+    base = dict(update="local", steps_per_epoch=0, epochs=1.0, warmup_ratio=0.1, eval_every=0)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_an_epoch_is_one_pass_over_the_training_data():
+    sizes, bs = {"sst": 8544, "para": 16172, "sts": 6040}, {"sst": 32, "para": 32, "sts": 32}
+    plan = trainer.schedule(_args(epochs=2.5), sizes, bs)
+    assert plan.steps_per_epoch == 267 + 506 + 189 == 962  # the batches of one pass
+    assert plan.total == 2405 and plan.warmup == 240
+    # a global step takes a batch of every task: a pass is a third as many steps
+    assert trainer.schedule(_args(update="global"), sizes, bs).steps_per_epoch == 321
+    # 64 examples per task: 2 batches each, 6 steps (the smoke run)
+    assert trainer.schedule(_args(), {t: 64 for t in sizes}, bs).total == 6
+    assert trainer.schedule(_args(steps_per_epoch=100, epochs=3), sizes, bs).total == 300
+
+
+def test_evaluation_points_every_epoch_or_every_n_steps_and_always_at_the_end():
+    plan = trainer.schedule(_args(epochs=2.5, steps_per_epoch=10), {"sst": 1}, {"sst": 1})
+    assert [s for s in range(1, plan.total + 1) if plan.evaluates_at(s)] == [10, 20, 25]
+    plan = trainer.schedule(_args(epochs=2, steps_per_epoch=10, eval_every=7), {"sst": 1}, {"sst": 1})
+    assert [s for s in range(1, plan.total + 1) if plan.evaluates_at(s)] == [7, 14, 20]
+    assert plan.epoch(15) == 1.5
+
+
+# -- the loop's outputs on tiny runs ------------------------------------------------------------
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_run_logs_losses_evaluates_on_schedule_and_keeps_per_example_dev_scores(run_argv, tmp_path):
+    import multitask_classifier as mc
+    from evaluation import load_dev_scores
+    argv = run_argv("r", "--epochs", "1", "--steps_per_epoch", "12", "--eval_every", "5", "--log_every", "2")
+    assert mc.main(argv) == 0
+    run = tmp_path / "r" / "run"
+    history = _jsonl(run / "metrics.jsonl")
+    assert [h["step"] for h in history] == [5, 10, 12]
+    log = _jsonl(run / "train_log.jsonl")
+    assert [r["step"] for r in log] == [2, 4, 6, 8, 10, 12]
+    assert all(any(k.startswith("loss_") for k in r) for r in log)
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # dev_scores.npz holds the best evaluation's scores: the dev prediction files are their decisions
+    best = json.loads((run / "summary.json").read_text())["best"]
+    saved = load_dev_scores(run / "dev_scores.npz")
+    sst_file = (tmp_path / "r" / "predictions" / "sst-dev-output.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[1]) for line in sst_file] == list(saved["sst"]["scores"].argmax(1))
+    assert np.mean(saved["sst"]["scores"].argmax(1) == saved["sst"]["labels"]) == pytest.approx(best["sst_acc"])
+    assert len(saved["para"]["sent2"]) == len(saved["para"]["ids"]) and saved["para"]["sent2"][0]
+    assert "Confusion" in (run / "analysis.md").read_text() or "confusion" in (run / "analysis.md").read_text()
+    assert (run / "analysis.png").is_file()
+
+
+def test_tensorboard_events_read_back_with_tensorboards_reader(run_argv, tmp_path):
+    import multitask_classifier as mc
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    argv = run_argv("tb", "--epochs", "2", "--steps_per_epoch", "6", "--log_every", "3",
+                    "--report_to", "tensorboard")
+    assert mc.main(argv) == 0
+    run = tmp_path / "tb" / "run"
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"dev/overall", "dev/sst_acc", "dev/para_acc", "dev/sts_r"} <= set(tags)
+    assert [e.step for e in events.Scalars("dev/overall")] == [6, 12]
+    history = _jsonl(run / "metrics.jsonl")
+    assert [e.value for e in events.Scalars("dev/overall")] == pytest.approx([h["overall"] for h in history])
+    loss_tags = [t for t in tags if t.startswith("train/loss_")]
+    assert loss_tags and [e.step for e in events.Scalars(loss_tags[0])][-1] <= 12
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(run_argv, tmp_path, monkeypatch):
+    import multitask_classifier as mc
+    import trainer as tr
+    # dev overall rises once, then falls: with patience 2 the run stops at the 4th evaluation of 10
+    overalls = iter([0.5, 0.6, 0.55, 0.58, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7])
+    real = tr.dev_metrics
+
+    def scripted(preds, dev):
+        m = real(preds, dev)
+        return {**m, "overall": next(overalls)}
+    monkeypatch.setattr(tr, "dev_metrics", scripted)
+    argv = run_argv("es", "--epochs", "10", "--steps_per_epoch", "2", "--patience", "2", "--no_predictions")
+    assert mc.main(argv) == 0
+    run = tmp_path / "es" / "run"
+    history = _jsonl(run / "metrics.jsonl")
+    assert [h["overall"] for h in history] == [0.5, 0.6, 0.55, 0.58]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best"]["step"] == 4 and summary["steps"] == 8
+    state = json.loads((run / "state" / "trainer.json").read_text())["progress"]
+    assert state["best"]["step"] == 4
+
+
+def test_option_pretrain_trains_the_heads_only(run_argv, tmp_path):
+    """The starter's --option pretrain: the encoder leaves the run exactly as it came in."""
+    import multitask_classifier as mc
+    from safetensors.torch import load_file
+    from bert import BertModel
+    argv = run_argv("p", "--option", "pretrain", "--epochs", "1", "--steps_per_epoch", "4", "--no_predictions")
+    assert mc.main(argv) == 0
+    args = mc.parse_args(argv)
+    assert args.lr == 1e-3 and args.head_lr == 0.0  # the starter's pretrain lr, for everything that trains
+    best = load_file(str(tmp_path / "p" / "run" / "best" / "model.safetensors"))
+    start = BertModel.from_pretrained(args.bert_model).state_dict()
+    assert all(np.array_equal(best[f"bert.{k}"].numpy(), v.numpy()) for k, v in start.items())
+    assert not np.allclose(best["sst_head.1.weight"].numpy(), 0)

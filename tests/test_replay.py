@@ -1,0 +1,66 @@
+"""replay.py: --config RUN_DIR/config.json starts a new run with a saved run's configuration,
+flags on the command line override it, and the file is validated by the same parser."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import multitask_classifier as mc
+from base_bert import CheckpointError
+
+
+def _saved(tmp_path, *argv) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(vars(mc.parse_args(["--out_dir", "runs/old", *argv]))))
+    return str(path)
+
+
+def test_config_replays_every_setting_and_the_command_line_overrides(tmp_path):
+    path = _saved(tmp_path, "--lr", "3e-4", "--fgsm", "--seed", "5", "--wise_alphas", "0.5", "0.7",
+                  "--no-freeze_embeddings", "--option", "finetune")
+    old = json.loads(open(path).read())
+    new = vars(mc.parse_args(["--config", path, "--seed", "6"]))
+    assert new["seed"] == 6 and new["config"] == path
+    assert new["out_dir"] == ""  # where a run writes is never replayed: a new run gets a new folder
+    same = {k for k in old if k not in ("seed", "out_dir", "config")}
+    assert {k: new[k] for k in same} == {k: old[k] for k in same}
+    off = mc.parse_args(["--config", path, "--no-fgsm", "--freeze_embeddings"])
+    assert off.fgsm is False and off.freeze_embeddings is True and off.lr == 3e-4
+
+
+def test_replay_of_pretrain_keeps_its_resolved_learning_rates(tmp_path):
+    path = _saved(tmp_path, "--fine-tune-mode", "last-linear-layer")
+    args = mc.parse_args(["--config", path])
+    assert args.option == "pretrain" and args.lr == 1e-3 and args.head_lr == 0.0
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"sampling": "bogus"}', "invalid choice: 'bogus'"),
+    ('{"not_a_flag": 1}', "unknown setting 'not_a_flag'"),
+    ("[1, 2]", "expected a JSON object"),
+    ("{", "not a readable JSON file"),
+])
+def test_a_bad_configuration_is_refused_naming_the_file(tmp_path, content, why):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(CheckpointError, match=why) as e:
+        mc.parse_args(["--config", str(path)])
+    assert str(path) in str(e.value)
+
+
+def test_config_through_the_command_line(run_argv, tmp_path, capsys):
+    """A tiny run, then a second one from its config.json with one flag changed."""
+    assert mc.main(run_argv("a", "--epochs", "1", "--steps_per_epoch", "3", "--lr", "2e-4",
+                            "--no_predictions")) == 0
+    first = tmp_path / "a" / "run"
+    second = tmp_path / "b"
+    assert mc.main(["--config", str(first / "config.json"), "--seed", "3", "--out_dir", str(second)]) == 0
+    a, b = (json.loads((d / "config.json").read_text()) for d in (first, second))
+    assert b["seed"] == 3 and b["lr"] == 2e-4 and b["steps_per_epoch"] == 3
+    assert {k: v for k, v in a.items() if k not in ("seed", "out_dir", "config")} == \
+        {k: v for k, v in b.items() if k not in ("seed", "out_dir", "config")}
+    assert (second / "dev_scores.npz").is_file()
+    capsys.readouterr()
+    assert mc.main(["--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: file not found" in capsys.readouterr().err
