@@ -2,13 +2,17 @@
 
 Every save is atomic: files go to a temporary folder, are fsynced, and the folder is renamed
 over the old one, so a crash or a full disk mid-write leaves the previous checkpoint intact.
+Every saved folder lists its files with their sha256 in manifest.json, and every reader checks
+it: a file that changed on disk after the save is refused rather than loaded as if it were good.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from base_bert import CheckpointError
+
+MANIFEST = "manifest.json"  # {"sha256": {file name: hex digest}} of every other file of a saved folder
 
 
 def _fsync(path: Path):
@@ -52,8 +58,13 @@ def write_folder(folder: Path, tensors: dict[str, dict], texts: dict[str, str],
             (tmp / name).write_text(text, encoding="utf-8")
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
-        for f in tmp.iterdir():
+        digests = {}
+        for f in sorted(tmp.iterdir()):
+            digests[f.name] = sha256(f)
             _fsync(f)
+        # Written last, and renamed into place with the files it lists.
+        (tmp / MANIFEST).write_text(json.dumps({"sha256": digests}, indent=2) + "\n", encoding="utf-8")
+        _fsync(tmp / MANIFEST)
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -68,7 +79,74 @@ def write_folder(folder: Path, tensors: dict[str, dict], texts: dict[str, str],
         raise
 
 
+# -- reading: every file checked against its folder's manifest -----------------------------------
+def sha256(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, str] | None:
+    """{file name: sha256} of a folder saved by `write_folder`; None for a folder saved before
+    manifests existed, which is read unverified."""
+    file = Path(folder) / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        listed = json.loads(file.read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{file}: not a readable manifest ({type(e).__name__}: {e})") from None
+    if not (isinstance(listed, dict) and all(isinstance(v, str) for v in listed.values())):
+        raise CheckpointError(f"{file}: not a readable manifest (expected file names and sha256 digests)")
+    return listed
+
+
+# Files whose sha256 matched, by path: (device, inode, size, mtime, ctime) when they did. A run
+# reads one folder through several readers (args, config, weights, vocabulary); an unchanged file
+# is hashed once, and any write, rename or replacement of it changes these and hashes it again.
+# Only files last written over a second before are remembered: a write within the same tick of
+# the file system's clock could leave mtime as it was.
+_verified: dict[str, tuple] = {}
+
+
+def _check(file: Path, listed: dict[str, str]):
+    manifest = file.parent / MANIFEST
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        where = f"listed in {manifest} but missing" if file.name in listed else "file not found"
+        raise CheckpointError(f"{file}: {where}") from None
+    if file.name not in listed:
+        raise CheckpointError(f"{file}: not listed in {manifest}: the file was added after the folder was saved")
+    stamp, key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), os.path.abspath(file)
+    if _verified.get(key) == stamp:
+        return
+    if sha256(file) != listed[file.name]:
+        raise CheckpointError(f"{file}: sha256 mismatch: the file changed after it was saved")
+    if time.time_ns() - st.st_mtime_ns > 1_000_000_000:
+        _verified[key] = stamp
+
+
+def verify_file(file: Path):
+    """Check one file against the manifest of its folder (nothing to check without one)."""
+    file = Path(file)
+    listed = read_manifest(file.parent)
+    if listed is not None:
+        _check(file, listed)
+
+
+def verify_folder(folder: Path):
+    """Check a saved folder against its manifest: every listed file there with its sha256, and no
+    other file. Readers call this before reading anything of the folder."""
+    folder = Path(folder)
+    listed = read_manifest(folder)
+    if listed is None:
+        return
+    for name in sorted({p.name for p in folder.iterdir() if p.name != MANIFEST} | set(listed)):
+        _check(folder / name, listed)
+
+
 def read_tensors(file: Path) -> dict:
+    verify_file(file)
     try:
         return load_file(str(file))
     except Exception as e:
@@ -76,6 +154,7 @@ def read_tensors(file: Path) -> dict:
 
 
 def read_json(file: Path) -> dict:
+    verify_file(file)
     try:
         return json.loads(Path(file).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -1,10 +1,15 @@
 """Data parallelism with torch.distributed, for `torchrun --nproc_per_node=N multitask_classifier.py`.
 
-This does what DistributedDataParallel does — broadcast rank 0's weights at start, all-reduce
-(average) gradients every step — with the collectives called directly: DDP's reducer expects one
-forward per backward, while FGSM and SMART run several forwards and PCGrad several backwards per
-step. Averaging once after the step's backward composes with all of them. Every rank draws the
-same task sequence and the same global batches (shared seed) and keeps its shard of each batch.
+Every rank draws the same task sequence and the same global batches (shared seed), keeps its
+shard of each batch, and starts from rank 0's weights. Gradients are averaged over ranks in one of
+two ways:
+
+- the plain path: torch's DistributedDataParallel (`data_parallel`), whose reducer all-reduces
+  the gradients in buckets while the backward is still running;
+- --fgsm, --smart, --pcgrad (`HAND_WRITTEN`): one flat all-reduce after the step's backward
+  (`average_gradients`). DDP's reducer expects one forward per backward, while FGSM and SMART run
+  several forwards and PCGrad several backwards per step; averaging once after the step's
+  backward composes with all of them.
 """
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+# Options that run several forwards or backwards per step: they take the hand-written all-reduce.
+HAND_WRITTEN = ("fgsm", "smart", "pcgrad")
 
 
 def setup(device: torch.device) -> tuple[int, int]:
@@ -24,6 +34,32 @@ def setup(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def local_device(use_gpu: bool) -> torch.device:
+    """This process's device: the GPU of its local rank (torchrun sets LOCAL_RANK per node)."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if "LOCAL_RANK" not in os.environ:  # one process: the current device, as torch chooses it
+        return torch.device("cuda")
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    torch.cuda.set_device(device)  # NCCL and the default CUDA stream follow the current device
+    return device
+
+
+def hand_written_reasons(args) -> list[str]:
+    """The options of this run that rule DDP out (see the module docstring); [] on the plain path."""
+    return [f"--{name}" for name in HAND_WRITTEN if getattr(args, name, False)]
+
+
+def data_parallel(module: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
+    """`module` in DistributedDataParallel under torchrun; `module` itself in a single process.
+    find_unused: the trainable parameters that get no gradient change from step to step (DDP then
+    looks for them after every forward); otherwise the graph is declared static."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused, static_graph=not find_unused)
+
+
 def broadcast_parameters(model: torch.nn.Module):
     """Start every rank from rank 0's weights and buffers."""
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -33,7 +69,7 @@ def broadcast_parameters(model: torch.nn.Module):
 
 
 def average_gradients(model: torch.nn.Module):
-    """Mean of every gradient over ranks, in one flat all-reduce."""
+    """Mean of every gradient over ranks, in one flat all-reduce (the HAND_WRITTEN options)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return
     grads = [p.grad for p in model.parameters() if p.grad is not None]

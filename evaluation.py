@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from batching import TASKS, eval_order
+from precision import FP32, Precision
 
 # Column names exactly as the leaderboard reads them ("Similiary" is the leaderboard's spelling).
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
@@ -41,9 +42,12 @@ def overall(metrics: dict) -> float:
 
 
 @torch.no_grad()
-def scores(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
+def scores(model, data, batch_size: int = 128, device="cpu", desc=None,
+           precision: Precision = FP32) -> np.ndarray:
     """Scores of every example of `data`, in file order: SST class probabilities [N, 5], PARA
-    P(paraphrase) [N], STS similarity [N]. Scores, not decisions, so that an ensemble can average them."""
+    P(paraphrase) [N], STS similarity [N]. Scores, not decisions, so that an ensemble can average them.
+    The forward runs in `precision`'s autocast (the run's, so dev sees the model as it trained);
+    the scores come back as fp32."""
     was_training = model.training
     model.eval()
     out = np.zeros((len(data), NUM_SENTIMENTS) if data.task == "sst" else len(data), dtype=np.float32)
@@ -52,7 +56,8 @@ def scores(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.nd
     for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
                       leave=False, disable=quiet):
         batch = model.to_device(data.batch(index), device)
-        out[index] = model.scores(data.task, batch).float().cpu().numpy()
+        with precision.autocast():
+            out[index] = model.scores(data.task, batch).float().cpu().numpy()
     model.train(was_training)
     return out
 
@@ -66,9 +71,10 @@ def decide(task: str, s: np.ndarray) -> np.ndarray:
     return s
 
 
-def predict(model, data, batch_size: int = 128, device="cpu", desc=None) -> np.ndarray:
+def predict(model, data, batch_size: int = 128, device="cpu", desc=None,
+            precision: Precision = FP32) -> np.ndarray:
     """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
-    return decide(data.task, scores(model, data, batch_size, device, desc))
+    return decide(data.task, scores(model, data, batch_size, device, desc, precision))
 
 
 def dev_metrics(preds: dict, dev: dict) -> dict:

@@ -34,7 +34,7 @@ import multitask_classifier as mc
 from base_bert import CheckpointError, hf_names
 from batching import TASKS
 from bert import BertModel
-from checkpoint import read_json, read_tensors, recover_folder
+from checkpoint import read_json, read_tensors, recover_folder, verify_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import METRIC_NAMES
@@ -62,6 +62,7 @@ def find_run(path: Path) -> tuple[Path, Path | None]:
     if not ((path / "model.safetensors").is_file() and (path / "args.json").is_file()):
         raise CheckpointError(f"{path}: not a run folder (expected best/model.safetensors and "
                               "best/args.json, as multitask_classifier.py writes them)")
+    verify_folder(path)  # every file of best/ as it was saved, before any is read
     run = path.parent if (path.parent / "metrics.jsonl").is_file() else None
     return path, run
 

@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from adversarial import Capture, fgsm_loss, smart_regularizer
 from base_bert import CheckpointError
 from batching import TASKS, encode_task
 from bert import BertModel
-from checkpoint import recover_folder
+from checkpoint import recover_folder, verify_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import (
@@ -47,8 +48,9 @@ from evaluation import (
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss
 from pal import PAL
+from precision import CHOICES as PRECISIONS, FP32, PrecisionError, choose
 from replay import NOT_REPLAYED, config_file, saved_argv
-from run_folder import load_weights
+from run_folder import LOCK, RunFolderBusy, hold_run_dir, load_weights
 from samplers import KINDS
 from tokenizer import BertTokenizer
 from tracking import REPORTERS
@@ -202,6 +204,19 @@ def encode_all(raw: dict, tokenizer: BertTokenizer, args) -> dict:
 
 
 # -- model, optimizer, schedule ----------------------------------------------------------------
+COMPILE_BACKEND = "inductor"  # tests use "aot_eager": the same graph capture, no code generation
+
+
+def compile_encoder(bert: BertModel):
+    """--compile: torch.compile every encoder layer in place (Module.compile, so the state_dict
+    keys, and with them the checkpoints, stay those of the eager model). Layers rather than the
+    model: MultitaskBERT calls bert.embed and bert.encode, never bert(...), and the unpadding
+    (a nonzero() with a data-dependent size) sits between them. Shapes are marked dynamic: the
+    unpadded token count changes with every batch, and one graph serves them all."""
+    for layer in bert.layers:
+        layer.compile(dynamic=True, backend=COMPILE_BACKEND)
+
+
 def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     if checkpoint is None:
         bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob)
@@ -220,17 +235,19 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
             module.requires_grad_(False)
     if args.option == "pretrain":  # the starter's linear-probe mode: the encoder stays as loaded
         bert.requires_grad_(False)
+    if args.compile and checkpoint is None:  # (one pass of predictions from a checkpoint would not repay it)
+        compile_encoder(bert)
     return MultitaskBERT(bert, args)
 
 
 @torch.no_grad()
-def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 2000):
+def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 2000, precision=FP32):
     """Least-squares a, b in score = a·cos + b on up to n training pairs (a linear probe first,
     as in LP-FT, Kumar et al. 2022): fine-tuning then starts from a calibrated head."""
     sub = data.subset(n)
     # score = cos + 1 lies in [0, 2], inside the [0, 5] clamp of predictions, so no cosine is cut.
     model.sts_affine.copy_(torch.tensor([1.0, 1.0]))
-    cos = torch.from_numpy(predict(model, sub, batch_size, device, desc=False)).double() - 1.0
+    cos = torch.from_numpy(predict(model, sub, batch_size, device, False, precision)).double() - 1.0
     y = sub.labels.double()
     a = ((cos - cos.mean()) * (y - y.mean())).sum() / (cos - cos.mean()).square().sum().clamp(min=1e-12)
     model.sts_affine.copy_(torch.stack([a, y.mean() - a * cos.mean()]).float())
@@ -238,30 +255,37 @@ def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 
           f"{model.sts_affine[1].item():.3f}")
 
 
-def prepare_run_dir(args) -> Path:
+@contextmanager
+def prepare_run_dir(args):
+    """The run folder, locked against other runs until the run ends. The lock comes before the
+    check that the folder is empty, so two runs started together cannot both find it so. Only
+    rank 0 of a torchrun job writes (trainer.py), so only it takes the lock."""
     run_dir = Path(args.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder")
-    if run_dir.exists() and any(run_dir.iterdir()) and not (args.overwrite or args.resume):
-        raise RunError(f"{run_dir}: run folder exists and is not empty; pass --overwrite to replace "
-                       f"it or --resume {run_dir} to continue it")
-    return run_dir
+    with hold_run_dir(run_dir) if os.environ.get("RANK", "0") == "0" else nullcontext():
+        if (run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir())
+                and not (args.overwrite or args.resume)):
+            raise RunError(f"{run_dir}: run folder exists and is not empty; pass --overwrite to replace "
+                           f"it or --resume {run_dir} to continue it")
+        yield run_dir
 
 
-def train(args, device) -> dict:
+def train(args, device, precision=FP32) -> dict:
     """Read and encode the data, build the model, and hand both to the training loop (trainer.py)."""
     t_start = time.time()
     raw = load_all(args)  # validation first: a bad file stops here, before anything is written
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
-    run_dir = prepare_run_dir(args)
-    model = build_model(args).to(device)
-    distributed.broadcast_parameters(model)
-    if model.pal is not None:
-        print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
-    if args.sts_scale == "fit" and "sts" in args.tasks and args.sts_head == "cosine" and not args.resume:
-        fit_sts_scale(model, data["sts", "train"], args.eval_batch_size, device)
-    return Trainer(model, training_loss, data, raw, args, device, run_dir).run(t_start)
+    with prepare_run_dir(args) as run_dir:
+        model = build_model(args).to(device)
+        distributed.setup(device)  # the process group first: the broadcast needs it under torchrun
+        distributed.broadcast_parameters(model)
+        if model.pal is not None:
+            print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
+        if args.sts_scale == "fit" and "sts" in args.tasks and args.sts_head == "cosine" and not args.resume:
+            fit_sts_scale(model, data["sts", "train"], args.eval_batch_size, device, precision=precision)
+        return Trainer(model, training_loss, data, raw, args, device, run_dir, precision).run(t_start)
 
 
 def saved_args(folder: Path, file: str) -> argparse.Namespace:
@@ -269,7 +293,7 @@ def saved_args(folder: Path, file: str) -> argparse.Namespace:
     return resolve(get_parser().parse_args(saved_argv(folder / file, get_parser())))
 
 
-def eval_only(args, device) -> dict:
+def eval_only(args, device, precision=FP32) -> dict:
     """Evaluate saved runs on dev and write the six prediction files. Given several runs, predict
     with their ensemble: each task's scores (SST class probabilities, PARA probability, STS score)
     averaged over the runs, then decided as for one model. Each run reads the data with its own
@@ -281,6 +305,7 @@ def eval_only(args, device) -> dict:
         folder = Path(path)
         recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
         folder = folder / "best" if (folder / "best").is_dir() else folder
+        verify_folder(folder)  # before reading any of it: args.json, config.json, weights, vocabulary
         if (folder / "heads.json").is_file():  # a folder written by export.py
             from export import load_exported  # imported here: export.py imports this module
             model, margs = load_exported(folder)
@@ -292,7 +317,8 @@ def eval_only(args, device) -> dict:
         data = encode_all(raw, tokenizer, margs)
         model = model.to(device)
         dev = {t: data[t, "dev"] for t in TASKS}
-        member = {k: scores(model, data[k], args.eval_batch_size, device, desc=f"{k[1]} {k[0]}") for k in keys}
+        member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision)
+                  for k in keys}
         if len(args.checkpoint) > 1:
             print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in keys}
@@ -311,6 +337,9 @@ class FineTuneMode(argparse.Action):
         setattr(namespace, self.dest, {"last-linear-layer": "pretrain", "full-model": "finetune"}[value])
 
 
+EVAL_BATCH_SIZE = {"cpu": 128, "cuda": 512}  # --eval_batch_size when not given
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Settings that follow from others, fixed once so that config.json records what ran."""
     if args.lr is None:  # the starter's defaults per mode, with this project's fine-tuning lr
@@ -320,6 +349,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.pcgrad:
         args.update = "global"
     args.checkpoint = [c for c in args.checkpoint if c]  # configs saved before it was a list hold ""
+    if args.eval_batch_size is None:  # evaluation keeps no activations: a GPU takes far larger batches
+        args.eval_batch_size = EVAL_BATCH_SIZE["cuda" if args.use_gpu else "cpu"]
     return args
 
 
@@ -441,8 +472,18 @@ def get_parser() -> argparse.ArgumentParser:
                    help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("speed")
     g.add_argument("--use_gpu", action=argparse.BooleanOptionalAction, default=False,
-                   help="train on CUDA (bf16 autocast)")
-    g.add_argument("--eval_batch_size", type=int, default=128, help="batch size for evaluation")
+                   help="train on CUDA (in the --precision that the GPU supports)")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast of training and evaluation: auto = bf16 on a GPU with native bf16 "
+                        "(A100, H100, RTX 30xx and later), fp16 with a gradient scaler on older GPUs "
+                        "(T4, V100), fp32 on CPU. bf16 or fp16 on CPU run torch's CPU autocast "
+                        "(slower than fp32 on most CPUs)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the encoder layers: faster steps after a compilation of a "
+                        "minute or so at the start (and at the first evaluation)")
+    g.add_argument("--eval_batch_size", type=int, default=None,
+                   help=f"batch size for evaluation (default {EVAL_BATCH_SIZE['cpu']}, with --use_gpu "
+                        f"{EVAL_BATCH_SIZE['cuda']})")
     g.add_argument("--no_bucket", action="store_true", help="random batches (no length bucketing)")
     g.add_argument("--no_unpad", action="store_true", help="run layers on padded batches")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
@@ -488,17 +529,19 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         if args.use_gpu and not torch.cuda.is_available():
             raise RunError("--use_gpu given but CUDA is not available", code=2)
-        device = torch.device("cuda" if args.use_gpu else "cpu")
+        device = distributed.local_device(args.use_gpu)  # under torchrun: the local rank's GPU
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
+        precision = choose(args.precision, device)
+        print(f"precision: {precision.describe()}")
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         if args.eval_only:
-            eval_only(args, device)
+            eval_only(args, device, precision)
         else:
-            train(args, device)
-    except (DataError, CheckpointError, ConfigError) as e:
+            train(args, device, precision)
+    except (DataError, CheckpointError, ConfigError, RunFolderBusy, PrecisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunError as e:

@@ -1,10 +1,21 @@
-"""AdamW (Loshchilov & Hutter, 2019): Adam with weight decay decoupled from the gradient."""
+"""AdamW (Loshchilov & Hutter, 2019): Adam with weight decay decoupled from the gradient.
+
+The update is written with torch._foreach_* ops: each line below updates a whole batch of a
+group's parameters, so a step makes a few calls per group instead of about ten per tensor. On a
+GPU that saves most kernel launches; on a CPU the step is bound by memory traffic and the gain
+is small (the per-tensor loop's own overhead was ~1 ms of a ~40-60 ms MiniLM optimizer step)."""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch.optim import Optimizer
+
+# At most this many values per fused call. One call over all of MiniLM's 11M trainable values
+# allocates ~45 MB of √v temporaries at once, which the CPU allocator returns to the system and
+# page-faults back in on every step (measured on one core: 1.7x the per-tensor loop's time).
+# Batches of ~1M values (4 MB in float32) reuse the same few MB; on a GPU they add few launches.
+BATCH_VALUES = 1 << 20
 
 
 class AdamW(Optimizer):
@@ -29,31 +40,65 @@ class AdamW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            # A fused call takes tensors of one device and dtype: split the group accordingly.
+            parts: dict = {}
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None:  # frozen, or unused this step: no update and no state
                     continue
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError("AdamW does not support sparse gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                # A plain int per parameter (as before): checkpoints keep it as a JSON scalar.
                 state["step"] += 1
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                # Running averages of the gradient and its square.
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step_size, denom = lr, v.sqrt()
-                if group["correct_bias"]:
-                    # Both averages start at zero; rescale so early steps are not biased small.
-                    step_size = lr / (1 - beta1 ** state["step"])
-                    denom = denom.div_(math.sqrt(1 - beta2 ** state["step"]))
-                denom.add_(eps)
-                # Decoupled decay: shrink the weights directly, not through the gradient.
-                if group["weight_decay"]:
-                    p.mul_(1 - lr * group["weight_decay"])
-                p.addcdiv_(m, denom, value=-step_size)
+                parts.setdefault((p.device, p.dtype), []).append(p)
+            for same_kind in parts.values():
+                for params in _batches(same_kind, BATCH_VALUES):
+                    self._update(group, params)
         return loss
+
+    def _update(self, group, params):
+        """One AdamW step on parameters of one device and dtype. Each parameter keeps its own
+        step count (one that had no gradient on some steps is behind), so the bias corrections
+        are per-parameter lists of scalars."""
+        grads = [p.grad for p in params]
+        ms = [self.state[p]["exp_avg"] for p in params]
+        vs = [self.state[p]["exp_avg_sq"] for p in params]
+        steps = [self.state[p]["step"] for p in params]
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        # Running averages of the gradient, m ← β1·m + (1−β1)·g, and of its square,
+        # v ← β2·v + (1−β2)·g².
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, grads, alpha=1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_sqrt(vs)  # √v, a fresh tensor per parameter
+        if group["correct_bias"]:
+            # Both averages start at zero; rescale so early steps are not biased small:
+            # step size lr / (1−β1^t), denominator √v / √(1−β2^t).
+            step_sizes = [-lr / (1 - beta1 ** t) for t in steps]
+            torch._foreach_div_(denoms, [math.sqrt(1 - beta2 ** t) for t in steps])
+        else:
+            step_sizes = [-lr] * len(params)
+        torch._foreach_add_(denoms, eps)  # eps outside the square root, after the correction
+        # Decoupled decay: shrink the weights directly, p ← p·(1 − lr·wd), not via the gradient.
+        if wd:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        # p ← p − step_size · m / denom
+        torch._foreach_addcdiv_(params, ms, denoms, step_sizes)
+
+
+def _batches(params: list, limit: int):
+    """Consecutive runs of `params` with at most `limit` values in all (a larger tensor alone)."""
+    batch, size = [], 0
+    for p in params:
+        if batch and size + p.numel() > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(p)
+        size += p.numel()
+    if batch:
+        yield batch

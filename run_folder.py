@@ -11,11 +11,16 @@
     RUN_DIR/curves.png         train loss per task and dev metrics against the step
     RUN_DIR/tensorboard/       TensorBoard events (--report_to tensorboard)
     RUN_DIR/summary.json       best epoch's metrics, wall time, throughput
+    RUN_DIR/.lock              held by the process writing the run while it runs (hold_run_dir)
+
+best/ and state/ each list their files with a sha256 in manifest.json (checkpoint.py).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
@@ -29,8 +34,14 @@ from checkpoint import (
     recover_folder,
     rng_state,
     set_rng_state,
+    verify_folder,
     write_folder,
 )
+
+try:
+    import fcntl
+except ImportError:  # no fcntl (Windows): runs go unlocked, as they did before locks existed
+    fcntl = None
 
 
 def save_best(model, args, folder: Path):
@@ -44,6 +55,7 @@ def save_best(model, args, folder: Path):
 
 def load_weights(model: nn.Module, folder: Path):
     recover_folder(folder)
+    verify_folder(folder)
     file = Path(folder) / "model.safetensors"
     state = read_tensors(file)
     try:
@@ -69,6 +81,7 @@ def save_state(folder: Path, model, optimizer, progress: dict):
 def load_state(folder: Path, model, optimizer) -> dict:
     folder = Path(folder)
     recover_folder(folder)
+    verify_folder(folder)
     meta = read_json(folder / "trainer.json")
     load_weights(model, folder)
     optimizer_from_parts(optimizer, read_tensors(folder / "optimizer.safetensors"), meta["optimizer"])
@@ -90,6 +103,67 @@ def clear_run(run_dir: Path):
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
+
+
+# -- one writer per run folder ------------------------------------------------------------------
+LOCK = ".lock"
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor of `path` holding an exclusive flock, the holder's pid written in it."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a run that ended with nothing written took its folder: remake it
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderBusy(f"{path.parent}: another run is writing this folder (pid {pid}); "
+                                "choose another --out_dir") from None
+        # A holder removes the file on release; if it did so between our open and our flock, we
+        # hold a file no one else will open: start again with the one at `path` now.
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def hold_run_dir(run_dir: Path):
+    """Hold RUN_DIR/.lock while the body runs, so that two runs never write one folder: the next
+    one is refused at once (RunFolderBusy) rather than mixing its checkpoints with ours. The OS
+    drops the lock when the process ends however it ends, so a killed run's stale file is simply
+    taken over. On release the file goes, and so do the folders made for it if nothing else was
+    written into them (a run refused before writing anything leaves nothing behind)."""
+    run_dir = Path(run_dir)
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
+    fd = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock(run_dir / LOCK) if fcntl else None
+        yield run_dir
+    finally:
+        if fd is not None:
+            (run_dir / LOCK).unlink(missing_ok=True)  # while still held: the next run makes a new one
+            os.close(fd)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: a run's outputs, or another run's lock
+                break
 
 
 def write_metrics(history: list[dict], path: Path):

@@ -1,6 +1,13 @@
 """The training loop: schedule, optimizer groups, evaluation and checkpoint cadence, stopping.
 
-multitask_classifier.py builds the model and data and calls `train`; this file is the algorithm.
+multitask_classifier.py builds the model and data and hands them to `Trainer(...).run()`; this
+file is the algorithm:
+
+    for each step until the last (or an early stop):
+        draw the step's task (samplers.py), take its next batch, loss + extensions, backward, AdamW
+        every --eval_every steps (an epoch by default) and at the end: dev metrics; keep the best
+            weights and their per-example dev scores; save a resumable state
+    best weights -> WiSE-FT (optional) -> the six prediction files -> error analysis -> summary
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from evaluation import (
 )
 from optimizer import AdamW
 from pcgrad import pcgrad_backward
+from precision import FP32
 from run_folder import clear_run, load_state, load_weights, save_best, save_state, summary_table, write_metrics
 from samplers import TaskSampler
 from stopping import StopRequest, is_improvement, should_stop_early
@@ -83,6 +91,19 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def clip_and_step(optimizer, scaler, params, max_norm: float) -> bool:
+    """Unscale the gradients, clip their norm, step; False when the scaler skipped the step
+    because the gradients overflowed (it then lowers its scale). Without fp16 the scaler is
+    disabled and this is clip + optimizer.step()."""
+    scaler.unscale_(optimizer)  # clipping must see the true gradients, not the scaled ones
+    if max_norm:
+        nn.utils.clip_grad_norm_(params, max_norm)
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale  # only a skipped step backs the scale off
+
+
 
 
 # -- how long a run is, and when it evaluates -----------------------------------------------------
@@ -114,14 +135,28 @@ def schedule(args, sizes: dict, batch_sizes: dict) -> Schedule:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+class StepLosses(nn.Module):
+    """The losses of one step's batches ({task: batch} -> {task: loss}) in a single forward call:
+    DistributedDataParallel expects one forward per backward, and a global step has a batch of
+    every task."""
+
+    def __init__(self, model: nn.Module, loss, args):
+        super().__init__()
+        self.model, self.loss, self.args = model, loss, args
+
+    def forward(self, batches: dict) -> dict:
+        return {t: self.loss(self.model, t, b, self.args) for t, b in batches.items()}
+
+
 class Trainer:
     """Multitask training of `model` with `loss(model, task, batch, args)`: each optimizer step
     takes a batch of the task the sampler draws (local updates) or of every task (global),
     evaluates on dev on schedule, keeps the best weights and saves a resumable state."""
 
-    def __init__(self, model, loss, data: dict, raw: dict, args, device, run_dir: Path):
+    def __init__(self, model, loss, data: dict, raw: dict, args, device, run_dir: Path, precision=FP32):
         self.model, self.loss, self.data, self.raw, self.args = model, loss, data, raw, args
         self.device, self.run_dir = device, run_dir
+        self.precision, self.scaler = precision, precision.scaler()  # precision.py
         self.rank, self.world = distributed.setup(device)
         self.main_rank = self.rank == 0
         self.tasks = list(args.tasks)
@@ -134,9 +169,24 @@ class Trainer:
         self.optimizer = build_optimizer(model, args)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.shared = [p for p in model.bert.parameters() if p.requires_grad]
+        self.hand_written = distributed.hand_written_reasons(args)  # distributed.py: DDP or not
+        # With local updates over several tasks each step trains one head, so the set of parameters
+        # left without a gradient changes from step to step: DDP must find them after every forward
+        # (find_unused_parameters, a walk of the autograd graph). Otherwise every step reaches the
+        # same parameters (one idle once, like the BERT pooler under mean pooling, is idle always),
+        # which static_graph describes: DDP records the set at the first step and walks no more.
+        varies = args.update == "local" and len(self.tasks) > 1
+        self.step_losses = StepLosses(model, loss, args)
+        if not self.hand_written:
+            self.step_losses = distributed.data_parallel(self.step_losses, device, find_unused=varies)
+        if self.world > 1 and self.main_rank:
+            print(f"data parallel: hand-written all-reduce over {self.world} processes "
+                  f"({', '.join(self.hand_written)})" if self.hand_written else
+                  f"data parallel: DDP over {self.world} processes")
         self.dev = {t: data[t, "dev"] for t in TASKS}
         # Loop progress: everything a resumed run needs besides weights, optimizer and RNG states.
-        self.prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0,
+        # scaler_skipped: fp16 steps the gradient scaler skipped (overflow); not steps of the schedule.
+        self.prog = {"step": 0, "history": [], "best": None, "examples": 0, "skipped": 0, "scaler_skipped": 0,
                      "loss_sum": {t: 0.0 for t in self.tasks}, "loss_n": {t: 0 for t in self.tasks},
                      "train_s": 0.0, "streams": {}}
         self.pretrained = snapshot(model.bert) if args.wise_alphas else None
@@ -154,6 +204,9 @@ class Trainer:
             self.prog = load_state(self.run_dir / "state", self.model, self.optimizer)
             for t, st in self.prog["streams"].items():
                 self.streams[t].load_state_dict(st)
+            self.prog.setdefault("scaler_skipped", 0)  # states saved before fp16 existed
+            if self.prog.get("scaler"):  # fp16: the loss scale and its growth counter, exactly
+                self.scaler.load_state_dict(self.prog["scaler"])
             print(f"resumed {self.run_dir} at step {self.prog['step']} of {self.plan.total}")
         elif self.main_rank:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -203,15 +256,18 @@ class Trainer:
         if self._epoch != epoch:  # draw the task of every step of this epoch
             self._epoch, self._tasks = epoch, self.sampler.epoch_tasks(epoch, self.plan.steps_per_epoch)
         model.train()
+        done = prog["step"] - prog["scaler_skipped"]  # optimizer steps taken: where the schedule is
         for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = lr * lr_factor(prog["step"], self.plan.total, self.plan.warmup)
-        losses = {}
-        for t in (self.tasks if args.update == "global" else [self._tasks[i]]):
-            batch = model.to_device(next(self.streams[t]), self.device)
-            prog["examples"] += len(batch["index"]) * self.world
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                losses[t] = self.loss(model, t, batch, args)
-        bad = [t for t, l in losses.items() if not torch.isfinite(l)]
+            g["lr"] = lr * lr_factor(done, self.plan.total, self.plan.warmup)
+        batches = {t: model.to_device(next(self.streams[t]), self.device)
+                   for t in (self.tasks if args.update == "global" else [self._tasks[i]])}
+        prog["examples"] += sum(len(b["index"]) for b in batches.values()) * self.world
+        with self.precision.autocast():
+            losses = self.step_losses(batches)  # through DDP on the plain path under torchrun
+        # Judged on the mean over ranks, so that all skip alike: a rank that skipped the backward
+        # alone would leave the others waiting in the gradient all-reduce.
+        means = {t: distributed.mean_over_ranks(l) for t, l in losses.items()}
+        bad = [t for t, v in means.items() if not math.isfinite(v)]
         if bad and not args.skip_nonfinite:
             raise RunError(f"non-finite {bad[0]} loss at step {prog['step'] + 1} (epoch {epoch + 1}); "
                            f"the last good state is in {self.run_dir / 'state'} "
@@ -220,15 +276,18 @@ class Trainer:
         if bad:
             prog["skipped"] += 1
         else:
+            scale = self.scaler.scale  # fp16: losses × the loss scale (the identity otherwise)
             if args.pcgrad:  # the projection's task order is seeded by the step: resumable
-                pcgrad_backward(list(losses.values()), self.shared, random.Random(f"{args.seed}-{prog['step']}"))
+                # Each loss scaled alike: projections are scale-free, so the sum is scale × PCGrad's.
+                pcgrad_backward([scale(l) for l in losses.values()], self.shared,
+                                random.Random(f"{args.seed}-{prog['step']}"))
             else:
-                sum(losses.values()).backward()
-            distributed.average_gradients(model)
-            if args.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            self.optimizer.step()
-            values = {t: distributed.mean_over_ranks(l) for t, l in losses.items()}
+                scale(sum(losses.values())).backward()
+            if self.hand_written:  # otherwise DDP averaged them during the backward
+                distributed.average_gradients(model)
+            if not clip_and_step(self.optimizer, self.scaler, model.parameters(), args.grad_clip):
+                prog["scaler_skipped"] += 1
+            values = means
             for t, v in values.items():
                 prog["loss_sum"][t] += v
                 prog["loss_n"][t] += 1
@@ -240,7 +299,7 @@ class Trainer:
 
     # -- evaluation and checkpoints ----------------------------------------------------------------
     def dev_scores(self) -> dict:
-        return {t: scores(self.model, d, self.args.eval_batch_size, self.device, desc=f"dev {t}")
+        return {t: scores(self.model, d, self.args.eval_batch_size, self.device, f"dev {t}", self.precision)
                 for t, d in self.dev.items()}
 
     def evaluate(self):
@@ -270,6 +329,8 @@ class Trainer:
 
     def checkpoint(self):
         self.prog["streams"] = {t: s.state_dict() for t, s in self.streams.items()}
+        if self.scaler.is_enabled():
+            self.prog["scaler"] = self.scaler.state_dict()  # plain numbers: JSON in trainer.json
         if self.main_rank:
             save_state(self.run_dir / "state", self.model, self.optimizer, self.prog)
 
@@ -281,6 +342,9 @@ class Trainer:
             return best
         if prog["skipped"]:
             print(f"note: {prog['skipped']} steps skipped for non-finite losses", file=sys.stderr)
+        if prog["scaler_skipped"]:
+            print(f"note: the fp16 gradient scaler skipped {prog['scaler_skipped']} steps whose "
+                  "gradients overflowed", file=sys.stderr)
         load_weights(self.model, run_dir / "best")  # predictions come from the best evaluation's weights
         wise = self.wise_ft() if args.wise_alphas else None
         if wise and wise["alpha"] != 1.0:
@@ -288,7 +352,7 @@ class Trainer:
         if not args.no_predictions:
             dev = self.saved_dev_predictions()
             test = {t: predict(self.model, self.data[t, "test"], args.eval_batch_size, self.device,
-                               desc=f"test {t}") for t in TASKS}
+                               f"test {t}", self.precision) for t in TASKS}
             write_prediction_files({**{(t, "dev"): dev[t] for t in TASKS},
                                     **{(t, "test"): test[t] for t in TASKS}}, self.data, args)
         from analysis import write_analysis

@@ -8,6 +8,7 @@
 #   bash sweeps/ablation.sh                          # all rows, seeds 1 and 2 (about 2 h on 2 cores)
 #   SEEDS="1 2 3" STEPS=600 bash sweeps/ablation.sh  # tighter and longer
 #   ROWS="default fgsm" bash sweeps/ablation.sh      # some rows only
+#   JOBS=4 bash sweeps/ablation.sh                   # 4 runs at once, one per GPU (sweeps/common.sh)
 #
 # Finished runs are skipped on a re-run, so an interrupted sweep continues where it stopped.
 STEPS=${STEPS:-300}
@@ -31,5 +32,6 @@ row annealed        --sampling annealed
 row lr-2e-5         --lr 2e-5
 row frozen-encoder  --option pretrain       # the starter's linear probe: only the heads train
 
+wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/ablation.md" --steps "$STEPS" \
     --reference default --plot "$RESULTS/ablation.png"

@@ -17,6 +17,7 @@ for seed in $SEEDS; do
     run "seed-$seed" --seed "$seed" --no_predictions
     members+=("$OUT/seed-$seed")
 done
+wait  # for members still training (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
 # shellcheck disable=SC2086  # EXTRA is a list of flags
 $PY multitask_classifier.py --eval_only --checkpoint "${members[@]}" ${EXTRA:-} 2>&1 | tee "$OUT/ensemble.log"

@@ -23,5 +23,6 @@ row lr1e-4-sym        $BI --lr 1e-4 --para_symmetric
 row lr2e-4-ld08       $BI --lr 2e-4 --layer_decay 0.8
 row lr1e-4-fz2        $BI --lr 1e-4 --freeze_layers 2
 
+wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/tuning.md" --steps "$STEPS" \
     --script sweeps/tuning.sh --reference lr1e-4-crosspara

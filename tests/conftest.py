@@ -19,6 +19,10 @@ torch.set_num_threads(1)
 from config import BertConfig  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped where there is none (CI)")
+
+
 def _rows(name: str, n: int) -> list[list[str]]:
     """The first n data rows of a data/ file (tab separated, header, leading index column)."""
     path = DATA / name

@@ -27,6 +27,7 @@ from conftest import DATA_FILES
 from safetensors.torch import load_file
 
 import checkpoint
+import trainer
 import multitask_classifier as mc
 from batching import TASKS
 from evaluation import HEADERS, decide
@@ -138,7 +139,7 @@ def load_run_state(run: Path) -> dict:
     """Rebuild the run's model and optimizer from its config.json and load state/ into them."""
     args = mc.saved_args(run, "config.json")
     model = mc.build_model(args)
-    return load_state(run / "state", model, mc.build_optimizer(model, args))
+    return load_state(run / "state", model, trainer.build_optimizer(model, args))
 
 
 def data_rows(name: str) -> list[list[str]]:
@@ -529,6 +530,7 @@ def test_crash_between_the_renames_loses_nothing(tmp_path, monkeypatch):
 def _tampered(smoke, tmp_path, edit) -> Path:
     folder = tmp_path / "ckpt"
     shutil.copytree(smoke.run / "best", folder)
+    (folder / "manifest.json").unlink()  # edited by hand: unverified, as folders saved before manifests
     args = json.loads((folder / "args.json").read_text())
     (folder / "args.json").write_text(json.dumps(edit(args)))
     return folder
@@ -588,3 +590,34 @@ def test_pickle_that_runs_code_is_refused(tiny_bert_dir, run_argv, tmp_path):
     assert_nothing_written(tmp_path / "p")
     torch.load(folder / "pytorch_model.bin", weights_only=False)  # the payload is live:
     assert marker.read_text() == "pwned"  # an unguarded load would have run it
+
+
+# -- the CS224N starter's command lines ---------------------------------------------------------
+@pytest.mark.parametrize("starter", [
+    ["--option", "pretrain", "--epochs", "1", "--lr", "1e-3", "--batch_size", "8", "--hidden_dropout_prob", "0.3"],
+    ["--option", "finetune", "--epochs", "1", "--lr", "1e-5", "--batch_size", "8", "--hidden_dropout_prob", "0.3"],
+    ["--fine-tune-mode", "last-linear-layer", "--epochs", "1", "--lr", "1e-3"],
+    ["--fine-tune-mode", "full-model", "--epochs", "1", "--lr", "1e-5", "--seed", "11711"],
+], ids=["option-pretrain", "option-finetune", "fine-tune-mode-last-linear-layer", "fine-tune-mode-full-model"])
+def test_the_starters_documented_command_lines_run(starter, tiny_bert_dir, tiny_data_dir, tmp_path):
+    """The starter's flags (its data and output paths, --seed, --epochs, --option or --fine-tune-mode,
+    --batch_size, --hidden_dropout_prob, --lr) mean here what they mean there."""
+    out = tmp_path / "s"
+    argv = tiny_argv(tiny_bert_dir, tiny_data_dir, out, "--max_train_examples", "16", *starter)
+    res = cli(argv)
+    assert res.returncode == 0, res.stderr[-2000:]
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["epochs"] == 1.0
+    if "--hidden_dropout_prob" in starter:
+        assert config["hidden_dropout_prob"] == 0.3
+    pretrain = "pretrain" in starter or "last-linear-layer" in starter
+    assert config["option"] == ("pretrain" if pretrain else "finetune")
+    assert config["lr"] == float(starter[starter.index("--lr") + 1])
+    assert all(p.is_file() for p in pred_files(out).values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is absent")
+def test_starter_use_gpu_without_cuda_is_one_clear_line(tiny_bert_dir, tiny_data_dir, tmp_path):
+    res = cli(tiny_argv(tiny_bert_dir, tiny_data_dir, tmp_path, "--option", "finetune", "--use_gpu"))
+    assert res.returncode == 2
+    assert_clean_error(res.stderr, "--use_gpu given but CUDA is not available")

@@ -2,7 +2,9 @@
 
 The ranks must stay bitwise equal (the loop checks this every epoch and fails otherwise), and a
 2-process run must match a 1-process run with the same global batch: without dropout both compute
-the same mean gradient, up to the order of floating-point sums."""
+the same mean gradient, up to the order of floating-point sums. Each way of averaging gradients is
+run: DDP on the plain path (local updates: unused parameters found every step; global updates: a
+static graph) and the hand-written all-reduce (--fgsm runs two forwards per step)."""
 from __future__ import annotations
 
 import json
@@ -32,15 +34,22 @@ def _run(cmd, timeout=300):
     return res
 
 
-def test_two_gloo_ranks_match_one_process(run_argv, no_dropout_bert, tmp_path):
+@pytest.mark.parametrize("extra, how", [
+    ([], "DDP over 2 processes"),
+    (["--update", "global"], "DDP over 2 processes"),
+    (["--fgsm"], "hand-written all-reduce over 2 processes (--fgsm)"),
+], ids=["ddp-local", "ddp-global", "fgsm"])
+def test_two_gloo_ranks_match_one_process(run_argv, no_dropout_bert, tmp_path, extra, how):
     common = ["--bert_model", str(no_dropout_bert), "--hidden_dropout_prob", "0", "--epochs", "2",
-              "--steps_per_epoch", "6", "--batch_size", "8", "--wise_alphas"]
+              "--steps_per_epoch", "6", "--batch_size", "8", "--wise_alphas", *extra]
     single = run_argv("single", *common)
     double = run_argv("double", *common)
-    _run([sys.executable, "multitask_classifier.py", *single])
+    res1 = _run([sys.executable, "multitask_classifier.py", *single])
     res = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 "multitask_classifier.py", *double])
     assert "different weights" not in res.stderr
+    assert f"data parallel: {how}\n" in res.stdout  # the way the gradients were averaged
+    assert "data parallel" not in res1.stdout
 
     one = [json.loads(x) for x in (tmp_path / "single/run/metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "double/run/metrics.jsonl").read_text().splitlines()]

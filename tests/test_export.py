@@ -44,6 +44,7 @@ def variant(run, tmp_path: Path, args=None, tokenizer_config=None) -> tuple[Path
     """A copy of the run's best/ with edited args.json / tokenizer_config.json, and its export."""
     best = tmp_path / "variant" / "best"
     shutil.copytree(run.best, best)
+    (best / "manifest.json").unlink()  # edited by hand: unverified, as folders saved before manifests
     saved = json.loads((best / "args.json").read_text())
     (best / "args.json").write_text(json.dumps({**saved, **(args or {})}))
     if tokenizer_config is not None:

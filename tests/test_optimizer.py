@@ -1,15 +1,25 @@
-"""optimizer.AdamW against torch.optim.AdamW, its bias-correction switch, and its state_dict."""
+"""optimizer.AdamW against torch.optim.AdamW (groups, missing grads, dtypes, lr schedule), its
+bias-correction switch, its batching, and its state through state_dict and checkpoint.py."""
 from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from optimizer import AdamW
+import optimizer
+from checkpoint import (
+    optimizer_from_parts,
+    optimizer_to_parts,
+    read_json,
+    read_tensors,
+    write_folder,
+)
+from optimizer import AdamW, _batches
 
 
 def _mlp(seed=0):
@@ -138,3 +148,139 @@ def test_skips_params_without_grad_and_returns_closure_loss():
     assert torch.equal(model[0].weight, frozen)
     assert model[0].weight not in opt.state
     assert not torch.equal(model[2].weight, _mlp()[2].weight)
+
+
+# -- the foreach update against torch, over groups, missing grads, dtypes and lr changes ----------
+def _net(seed=0):
+    """Three layers plus an `unused` parameter that never gets a gradient."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    net.unused = nn.Parameter(torch.randn(4, 4))
+    return net
+
+
+def _three_groups(net):
+    return [{"params": [net[0].weight, net[2].weight, net.unused], "lr": 1e-2, "weight_decay": 0.1},
+            {"params": [net[0].bias, net[2].bias], "lr": 3e-3, "weight_decay": 0.0},
+            {"params": [net[4].weight, net[4].bias], "lr": 2e-2, "weight_decay": 0.01}]
+
+
+def _train_sometimes(net, opt, data, lrs=None, start=0):
+    """Like _train, but the first layer's bias gets no gradient on every third step (its step
+    count falls behind the others'), and group lrs are optionally rescaled each step.
+    `start` is the index of data[0] in the whole run."""
+    base = [g["lr"] for g in opt.param_groups]
+    for i, (x, y) in enumerate(data, start):
+        if lrs is not None:  # what trainer.Trainer.step does with the schedule
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * lrs[i - start]
+        opt.zero_grad(set_to_none=True)
+        out = net[4](net[:4](x).to(net[4].weight.dtype))  # the last layer may be float64
+        nn.functional.mse_loss(out, y.to(out.dtype)).backward()
+        if i % 3 == 2:
+            net[0].bias.grad = None
+        opt.step()
+
+
+def _assert_close_to(ours, ref, rel=1e-6):
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert (p - q).abs().max() <= rel * q.abs().max(), name
+
+
+def test_matches_torch_adamw_single_tensor_over_groups_and_missing_grads():
+    ours, ref = _net(), _net()
+    start = copy.deepcopy(ours)
+    data = _data(150)
+    opt = AdamW(_three_groups(ours), betas=(0.9, 0.98), eps=1e-6)
+    ref_opt = torch.optim.AdamW(_three_groups(ref), betas=(0.9, 0.98), eps=1e-6, foreach=False)
+    _train_sometimes(ours, opt, data)
+    _train_sometimes(ref, ref_opt, data)
+    _assert_close_to(ours, ref)
+    assert _max_diff(ours, start) > 1e-2
+    assert torch.equal(ours.unused, start.unused) and ours.unused not in opt.state
+    assert opt.state[ours[0].bias]["step"] == 100 and opt.state[ours[0].weight]["step"] == 150
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        if p in opt.state:
+            assert opt.state[p]["step"] == ref_opt.state[q]["step"].item()
+            # torch averages with lerp_, we with mul_ + add_ (as this file always has): same
+            # maths, roundings a few float32 ulps apart after 150 steps.
+            ref_m = ref_opt.state[q]["exp_avg"]
+            assert (opt.state[p]["exp_avg"] - ref_m).abs().max() <= 1e-5 * ref_m.abs().max()
+
+
+def test_mixed_dtypes_in_one_group():
+    """float64 and float32 tensors of one group are updated in separate fused calls, each in
+    its own precision."""
+    ours, ref = _net(), _net()
+    for net in (ours, ref):
+        net[4].double()
+    data = _data(30)
+    _train_sometimes(ours, AdamW(ours.parameters(), lr=1e-2, weight_decay=0.05), data)
+    _train_sometimes(ref, torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.05, foreach=False), data)
+    assert ours[4].weight.dtype == torch.float64 and ours[0].weight.dtype == torch.float32
+    _assert_close_to(ours, ref)
+
+
+def test_lr_changes_between_steps_are_honoured():
+    ours, ref, fixed = _net(), _net(), _net()
+    data = _data(40)
+    lrs = [(i + 1) / 10 if i < 10 else (40 - i) / 30 for i in range(40)]  # warm-up, then decay
+    _train_sometimes(ours, AdamW(_three_groups(ours)), data, lrs)
+    _train_sometimes(ref, torch.optim.AdamW(_three_groups(ref), foreach=False), data, lrs)
+    _train_sometimes(fixed, AdamW(_three_groups(fixed)), data)
+    _assert_close_to(ours, ref)
+    assert _max_diff(ours, fixed) > 1e-3  # the schedule did change the result
+
+    # lr 0: neither the Adam step nor the weight decay moves anything, but the moments advance.
+    opt = AdamW(_three_groups(ours))
+    _train_sometimes(ours, opt, data[:2])
+    before = copy.deepcopy(ours)
+    m = opt.state[ours[0].weight]["exp_avg"].clone()
+    _train_sometimes(ours, opt, data[2:4], lrs=[0.0, 0.0])
+    assert _max_diff(ours, before) == 0
+    assert opt.state[ours[0].weight]["step"] == 4
+    assert not torch.equal(opt.state[ours[0].weight]["exp_avg"], m)
+
+
+def test_checkpoint_parts_round_trip_gives_the_same_next_steps(tmp_path):
+    """The state as a resume saves it (safetensors + JSON, via checkpoint.py), loaded into a
+    fresh optimizer over differently initialised weights, continues bit for bit."""
+    data = _data(20)
+    straight = _net()
+    _train_sometimes(straight, AdamW(_three_groups(straight), betas=(0.9, 0.98)), data)
+
+    first = _net()
+    opt = AdamW(_three_groups(first), betas=(0.9, 0.98))
+    _train_sometimes(first, opt, data[:10])
+    tensors, meta = optimizer_to_parts(opt)
+    assert all(isinstance(v, int) for v in meta["scalars"].values())  # step counts stay JSON ints
+    write_folder(tmp_path / "state", {"model.safetensors": first.state_dict(), "opt.safetensors": tensors},
+                 {"opt.json": json.dumps(meta)})
+
+    resumed = _net(seed=123)
+    resumed.load_state_dict(read_tensors(tmp_path / "state" / "model.safetensors"))
+    opt2 = AdamW(_three_groups(resumed), betas=(0.9, 0.98))
+    optimizer_from_parts(opt2, read_tensors(tmp_path / "state" / "opt.safetensors"),
+                         read_json(tmp_path / "state" / "opt.json"))
+    assert opt2.state[resumed[0].bias]["step"] == 7 and resumed.unused not in opt2.state
+    assert opt2.param_groups[0]["betas"] == (0.9, 0.98)
+    _train_sometimes(resumed, opt2, data[10:], start=10)
+    assert _max_diff(resumed, straight) == 0
+
+
+def test_batches_split_by_size_without_changing_the_result(monkeypatch):
+    sizes = [[p.numel() for p in b] for b in _batches([torch.zeros(n) for n in (3, 4, 10, 2, 2, 1)], 6)]
+    assert sizes == [[3], [4], [10], [2, 2, 1]]  # a tensor over the limit goes alone
+
+    data = _data(20)
+    whole = _net()
+    _train_sometimes(whole, AdamW(_three_groups(whole)), data)
+    calls = []
+    update = AdamW._update
+    monkeypatch.setattr(AdamW, "_update", lambda self, group, params: (calls.append(len(params)),
+                                                                       update(self, group, params)))
+    monkeypatch.setattr(optimizer, "BATCH_VALUES", 40)
+    split = _net()
+    _train_sometimes(split, AdamW(_three_groups(split)), data)
+    assert len(calls) > 3 * len(data)  # more fused calls than groups: the groups were split
+    assert _max_diff(split, whole) == 0

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("ablation", "tuning", "ensemble")
 
 
-def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, **env) -> subprocess.CompletedProcess:
+def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str,
+          **env) -> subprocess.CompletedProcess:
     extra = ["--bert_model", str(tiny_bert_dir), "--threads", "1", "--batch_size", "8", "--eval_batch_size", "16"]
     for flag, (name, _) in DATA_FILES.items():
         extra += [f"--{flag}", str(tiny_data_dir / name)]
@@ -27,7 +28,7 @@ def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, **env) -> s
             extra += [f"--{t}_{split}_out", str(tmp_path / "predictions" / f"{t}-{split}.csv")]
     env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "runs"), "RESULTS": str(tmp_path / "results"),
            "EXTRA": shlex.join(extra), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(["bash", str(ROOT / "sweeps" / f"{script}.sh")], cwd=ROOT, env=env,
+    return subprocess.run(["bash", str(ROOT / "sweeps" / f"{script}.sh"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -78,3 +79,76 @@ def test_ensemble_trains_members_and_predicts_with_their_ensemble(tmp_path, tiny
     table = (tmp_path / "results" / "ensemble.md").read_text()
     assert "| seed-1 |" in table and "| ensemble | `--eval_only --checkpoint seed-1 seed-2` |" in table
     assert len(list((tmp_path / "predictions").glob("*.csv"))) == 6
+
+
+def stand_in(tmp_path: Path, name: str, body: str) -> Path:
+    """An executable bash script tmp_path/bin/NAME standing in for a program this machine lacks."""
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_slurm_submits_the_runs_as_one_array_then_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # sbatch records its arguments and (given TASK0) runs array task 0 here, as a cluster node would
+    calls, task0 = tmp_path / "sbatch.txt", tmp_path / "task0.out"
+    sbatch = stand_in(tmp_path, "sbatch", f"""echo "$*" >> {calls}
+echo "Submitted batch job 42"
+if [[ -n ${{TASK0:-}} && " $* " == *" --array="* ]]; then SLURM_ARRAY_TASK_ID=0 bash "${{@: -1}}" > {task0} 2>&1; fi""")
+    env = dict(ROWS="default fgsm", SEEDS="1 2", STEPS="2", SBATCH_ARGS="--gres=gpu:1 --time=00:10:00",
+               PATH=f"{sbatch.parent}:{os.environ['PATH']}")
+    res = sweep("slurm", tmp_path, tiny_bert_dir, tiny_data_dir, "ablation", TASK0="1", **env)
+    assert res.returncode == 0, res.stdout + res.stderr + (task0.read_text() if task0.exists() else "")
+    array, table = (line.split() for line in calls.read_text().splitlines())
+    assert "--array=0-3" in array and "--gres=gpu:1" in array and array[-1].endswith("task.sh")
+    assert "--dependency=afterany:42" in table and table[-1].endswith("table.sh")
+    runs = tmp_path / "runs"
+    listed = (runs / "slurm" / "runs.txt").read_text().splitlines()
+    assert [line.split(": ")[0] for line in listed] == ["default-s1", "default-s2", "fgsm-s1", "fgsm-s2"]
+    assert (runs / "default-s1" / "summary.json").is_file() and (runs / "default-s1.log").is_file()
+    assert not (runs / "default-s2").exists()  # task 0 trained line 1 only
+    assert "ablation.sh" in (runs / "slurm" / "table.sh").read_text()  # the table job: the sweep again
+    calls.unlink()  # submitting again leaves the finished run out of the array
+    res = sweep("slurm", tmp_path, tiny_bert_dir, tiny_data_dir, "ablation", **env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "--array=0-2" in calls.read_text().split()
+    assert (runs / "slurm" / "runs.txt").read_text().splitlines() == listed[1:]
+
+
+def test_jobs_train_runs_at_once_and_the_table_waits_for_all(tmp_path, tiny_bert_dir, tiny_data_dir):
+    res = sweep("ablation", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="default fgsm", SEEDS="1", STEPS="2",
+                JOBS="2", CUDA_VISIBLE_DEVICES="")
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = tmp_path / "runs"
+    assert res.stderr.count("CPU cores") == (len(os.sched_getaffinity(0)) < 4)  # warned once, where 2 runs crowd
+    for name in ("default-s1", "fgsm-s1"):  # one log per run, each with its run's results only
+        assert (runs / f"{name}.log").read_text().count("best dev results") == 1
+    # both trained at once: the second had started before the first ended
+    assert (runs / "fgsm-s1" / "config.json").stat().st_mtime < (runs / "default-s1" / "summary.json").stat().st_mtime
+    assert "fgsm-s1: Δ overall " in (tmp_path / "results" / "ablation.md").read_text()  # built after both
+
+
+def test_jobs_pin_each_slot_to_its_own_gpu(tmp_path, tiny_bert_dir, tiny_data_dir, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    smi = stand_in(tmp_path, "nvidia-smi", 'echo "GPU 0: Fake (UUID: GPU-a)"; echo "GPU 1: Fake (UUID: GPU-b)"')
+    events = tmp_path / "events.txt"
+    # trains nothing: records which GPU each run saw, while it ran; default-s1 outlasts the other three
+    py = stand_in(tmp_path, "python", f"""[ "$1" = multitask_classifier.py ] || exit 0
+name=$(basename "$3")
+echo "start $name $CUDA_VISIBLE_DEVICES" >> {events}
+if [ "$name" = default-s1 ]; then sleep 1.5; else sleep 0.3; fi
+mkdir -p "$3" && echo {{}} > "$3/summary.json"
+echo "end $name $CUDA_VISIBLE_DEVICES" >> {events}""")
+    res = sweep("ablation", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="default fgsm", SEEDS="1 2", JOBS="2",
+                PY=str(py), PATH=f"{smi.parent}:{os.environ['PATH']}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    busy: dict[str, str] = {}
+    for what, name, gpu in (line.split() for line in events.read_text().splitlines()):
+        if what == "start":
+            assert gpu not in busy, f"{name} on GPU {gpu} beside {busy.get(gpu)}"
+            busy[gpu] = name
+        else:
+            del busy[gpu]
+    starts = [line.split() for line in events.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == 4 and {gpu for *_, gpu in starts} == {"0", "1"}
