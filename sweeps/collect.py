@@ -20,7 +20,7 @@ import compare  # noqa: E402
 from evaluation import parse_metrics  # noqa: E402
 
 # Settings of a sweep itself rather than of the row: never shown as the row's flags.
-SWEEP_KEYS = {"out_dir", "no_predictions", "update", "seed", "resume", "overwrite", "config"}
+SWEEP_KEYS = {"out_dir", "no_predictions", "update", "seed", "resume", "overwrite", "config", "threads"}
 
 
 def flags(config: dict, full_runs: bool = False) -> str:
