@@ -71,8 +71,14 @@ def model_key(config: dict | None):
     without config.json) never matches another run."""
     if config is None:
         return None
+    config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
+
+
+def parser_defaults() -> dict:
+    from multitask_classifier import parse_args  # the command line's own defaults
+    return vars(parse_args([]))
 
 
 def group_name(runs: list[dict]) -> str:

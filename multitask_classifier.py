@@ -143,7 +143,9 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
     out = model(task, batch, hook)
     y = batch["labels"]
     if task == "sst":
-        loss = F.cross_entropy(out["out"].float(), y)
+        # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
+        # classes are easily confused (most errors are off by one), so hard targets overstate it.
+        loss = F.cross_entropy(out["out"].float(), y, label_smoothing=model.args.label_smoothing)
     elif task == "para":
         loss = F.binary_cross_entropy_with_logits(out["out"].float(), y.float())
     else:
@@ -447,6 +449,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smart_wt", type=float, default=1.0, help="weight of the SMART term")
     g.add_argument("--smart_eps", type=float, default=1e-5, help="SMART perturbation bound (L-inf)")
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
+    g.add_argument("--label_smoothing", type=float, default=0.0,
+                   help="SST cross-entropy with label smoothing ε (Szegedy et al., 2016); 0 = off")
     g.add_argument("--wise_alphas", type=float, nargs="*", default=[],
                    help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
                         "− pretrained) for these α and keep the best on dev (e.g. 0.5 0.7 0.85; "

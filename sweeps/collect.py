@@ -69,8 +69,11 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
                      f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
                      f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
     single = any(len(c.get("tasks", [])) == 1 for c in configs.values())
-    caption = (f"Each run: the bundled MiniLM, one epoch of {steps} optimizer steps on the full training "
-               "data (batch 32), dev metrics of the last step. Each row is one configuration at several "
+    length = ("the full main job (2.5 passes over the training data, 2,405 steps of batch 32), dev "
+              "metrics of its best evaluation" if steps == "full" else
+              f"one epoch of {steps} optimizer steps on the full training data (batch 32), dev metrics "
+              "of the last step")
+    caption = (f"Each run: the bundled MiniLM, {length}. Each row is one configuration at several "
                "seeds: mean ± sd over seeds. Δ overall: the row minus the reference row "
                f"({reference}), mean over seeds, with a 95% CI from a paired bootstrap over the dev "
                f"examples ({resamples:,} resamples; each replicate resamples the three tasks once and "

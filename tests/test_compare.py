@@ -176,3 +176,13 @@ def test_same_seed_same_ci(tmp_path):
     first, again, other = (compare.compare([a, b], resamples=B, seed=s)[1]["delta"] for s in (7, 7, 8))
     assert first == again
     assert first["overall"] != other["overall"]
+
+
+def test_a_run_saved_before_a_flag_existed_groups_with_runs_at_its_default(tmp_path):
+    old = make_run(tmp_path / "x-s1", ["--seed", "1"])
+    config = json.loads((old / "config.json").read_text())
+    del config["precision"], config["compile"]  # flags added after that run was saved
+    (old / "config.json").write_text(json.dumps(config))
+    make_run(tmp_path / "x-s2", ["--seed", "2"], sst_wrong=3)
+    rows = compare.compare([tmp_path / "x-s1", tmp_path / "x-s2"], resamples=5000)
+    assert len(rows) == 1 and rows[0]["name"] == "x" and rows[0]["seeds"] == [1, 2]

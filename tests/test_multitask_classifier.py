@@ -264,3 +264,17 @@ def test_fit_sts_scale_is_least_squares(tiny_mtbert):
     assert model.sts_affine[0].item() == pytest.approx(a, rel=1e-4, abs=1e-4)
     assert model.sts_affine[1].item() == pytest.approx(b, rel=1e-4, abs=1e-4)
     assert model.sts_affine.requires_grad
+
+
+def test_label_smoothing_is_the_smoothed_cross_entropy_of_sst_only(tiny_mtbert, tiny_batch):
+    model, args = tiny_mtbert("--label_smoothing", "0.1")
+    batch = tiny_batch("sst", B=6)
+    loss, out = mc.task_loss(model, "sst", batch)
+    logp = out["out"].float().log_softmax(-1)
+    want = (0.9 * -logp.gather(1, batch["labels"][:, None]).squeeze(1) - 0.1 * logp.mean(-1)).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    plain, _ = mc.task_loss(tiny_mtbert()[0], "sst", batch)
+    assert loss.item() != pytest.approx(plain.item())
+    para = tiny_batch("para", cross=True)  # other tasks' losses do not change
+    model0, _ = tiny_mtbert()
+    assert mc.task_loss(model, "para", para)[0].item() == pytest.approx(mc.task_loss(model0, "para", para)[0].item())

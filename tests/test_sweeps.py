@@ -15,7 +15,7 @@ from conftest import DATA_FILES
 import multitask_classifier as mc
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("ablation", "tuning", "ensemble")
+SCRIPTS = ("ablation", "tuning", "ensemble", "quality")
 
 
 def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str,
@@ -44,7 +44,11 @@ def test_every_row_of_every_sweep_is_a_valid_command_line(script, tmp_path, tiny
         name, argv = line.split(": ", 1)
         args = mc.parse_args(shlex.split(argv))  # exits (fails the test) on a bad flag
         if script != "ensemble":  # rows: one run per seed, named by it
-            assert name.endswith(f"-s{args.seed}") and args.epochs == 1
+            assert name.endswith(f"-s{args.seed}")
+        if script in ("ablation", "tuning"):  # shortened rows; quality and ensemble runs are full jobs
+            assert args.epochs == 1
+        else:
+            assert args.epochs == 2.5 and args.steps_per_epoch == 0
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -152,3 +156,13 @@ echo "end $name $CUDA_VISIBLE_DEVICES" >> {events}""")
             del busy[gpu]
     starts = [line.split() for line in events.read_text().splitlines() if line.startswith("start")]
     assert len(starts) == 4 and {gpu for *_, gpu in starts} == {"0", "1"}
+
+
+def test_quality_runs_full_jobs_at_each_seed_against_the_default(tmp_path, tiny_bert_dir, tiny_data_dir):
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    table = (tmp_path / "results" / "quality.md").read_text()
+    assert "the full main job" in table
+    ls = next(l for l in table.splitlines() if l.startswith("| label-smoothing"))
+    assert "--label_smoothing 0.1" in ls and "| 2 |" in ls
+    assert "label-smoothing: Δ overall " in table

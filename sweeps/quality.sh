@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Rebuild results/quality.md: candidates for a better default, each a FULL main job (no flag
+# shortens it) at every seed of SEEDS, against the default at the same seeds: Δ overall with a
+# 95% paired bootstrap CI over the dev examples (compare.py). A candidate becomes the default only
+# when its CI excludes 0. About 15 min per run on 2 cores (JOBS=2: two at a time, one core each).
+#
+#   JOBS=2 bash sweeps/quality.sh
+#   SEEDS="11711 1 2" ROWS="default label-smoothing" bash sweeps/quality.sh
+#
+# Finished runs are skipped on a re-run (sweeps/common.sh).
+OUT=${OUT:-runs/quality}
+SEEDS=${SEEDS:-11711 1}
+source "$(dirname "$0")/common.sh"
+
+full() {  # full NAME FLAGS...: the main job with FLAGS at every seed, named NAME-sSEED
+    local name=$1; shift
+    selected "$name" || return 0
+    for seed in $SEEDS; do
+        run "$name-s$seed" --seed "$seed" --no_predictions "$@"
+    done
+}
+
+full default                                 # the reference
+full label-smoothing  --label_smoothing 0.1  # SST-5: most errors are off by one class
+
+wait  # for runs still going (JOBS>1)
+[ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
+    --reference default --script sweeps/quality.sh
