@@ -24,6 +24,7 @@ From Python (e.g. a sweep's ablation table against a reference group):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -76,9 +77,15 @@ def model_key(config: dict | None):
                       sort_keys=True)
 
 
-def parser_defaults() -> dict:
+@functools.lru_cache(maxsize=1)
+def _defaults() -> str:
     from multitask_classifier import parse_args  # the command line's own defaults
-    return vars(parse_args([]))
+    return json.dumps(vars(parse_args([])))
+
+
+def parser_defaults() -> dict:
+    """The command line's defaults, parsed once per process (a fresh dict each call)."""
+    return json.loads(_defaults())
 
 
 def group_name(runs: list[dict]) -> str:

@@ -367,13 +367,18 @@ class Trainer:
 
     def wise_ft(self) -> dict:
         """WiSE-FT: try encoder weights between the pretrained and fine-tuned ones; keep the best."""
-        alpha, metrics, overall = choose_alpha(
-            self.model.bert, self.pretrained, self.args.wise_alphas,
-            lambda: dev_metrics({t: decide(t, s) for t, s in self.dev_scores().items()}, self.dev))
+        scored = {}  # dev overall -> the dev scores behind it: the winner's are saved, not recomputed
+
+        def score():
+            dev_scores = self.dev_scores()
+            metrics = dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev)
+            scored[metrics["overall"]] = dev_scores
+            return metrics
+        alpha, metrics, overall = choose_alpha(self.model.bert, self.pretrained, self.args.wise_alphas, score)
         print("WiSE-FT dev overall by alpha: " + ", ".join(f"{a:g}: {o:.4f}" for a, o in overall.items()))
         if alpha != 1.0:  # the mixed weights become the run's best, with their dev scores
             save_best(self.model, self.args, self.run_dir / "best")
-            save_dev_scores(self.run_dir / "dev_scores.npz", self.dev_scores(), self.dev, self.raw_dev())
+            save_dev_scores(self.run_dir / "dev_scores.npz", scored[metrics["overall"]], self.dev, self.raw_dev())
         return {"alpha": alpha, "metrics": metrics, "overall": overall}
 
     def saved_dev_predictions(self) -> dict:

@@ -175,3 +175,19 @@ def test_option_pretrain_trains_the_heads_only(run_argv, tmp_path):
     start = BertModel.from_pretrained(args.bert_model).state_dict()
     assert all(np.array_equal(best[f"bert.{k}"].numpy(), v.numpy()) for k, v in start.items())
     assert not np.allclose(best["sst_head.1.weight"].numpy(), 0)
+
+
+def test_wise_ft_keeps_the_chosen_alphas_weights_and_their_dev_scores(run_argv, tmp_path):
+    import multitask_classifier as mc
+    from evaluation import decide, dev_metrics, load_dev_scores
+    argv = run_argv("w", "--epochs", "1", "--steps_per_epoch", "6", "--lr", "3e-3",
+                    "--wise_alphas", "0.0", "0.3", "0.6", "--no_predictions")
+    assert mc.main(argv) == 0
+    run = tmp_path / "w" / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    saved = load_dev_scores(run / "dev_scores.npz")
+    labels = {t: SimpleNamespace(labels=__import__("torch").tensor(saved[t]["labels"])) for t in saved}
+    metrics = dev_metrics({t: decide(t, saved[t]["scores"]) for t in saved}, labels)
+    # whichever α won, the saved per-example scores are the ones its reported metrics came from
+    assert metrics["overall"] == pytest.approx(summary["best"]["overall"])
+    assert max(summary["wise_ft"].values()) == pytest.approx(summary["best"]["overall"])
