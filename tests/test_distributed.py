@@ -48,7 +48,9 @@ def test_two_gloo_ranks_match_one_process(run_argv, no_dropout_bert, tmp_path, e
     res = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 "multitask_classifier.py", *double])
     assert "different weights" not in res.stderr
-    assert f"data parallel: {how}\n" in res.stdout  # the way the gradients were averaged
+    # the way the gradients were averaged (no newline asserted: both ranks write to one pipe, and
+    # rank 1's lines can land in the middle of rank 0's)
+    assert f"data parallel: {how}" in res.stdout
     assert "data parallel" not in res1.stdout
 
     one = [json.loads(x) for x in (tmp_path / "single/run/metrics.jsonl").read_text().splitlines()]
