@@ -45,7 +45,8 @@ class Encoded:
 @dataclass
 class TaskData:
     """One split of one task, tokenized. Bi-encoder pairs keep two sequences (`a`, `b`);
-    single sentences and cross-encoded pairs keep one (`a`, with `b` None)."""
+    single sentences and cross-encoded pairs keep one (`a`, with `b` None), or with both pair
+    orders, (s1, s2) in `a` and (s2, s1) in `b`."""
     task: str
     ids: list[str]
     a: Encoded
@@ -77,16 +78,18 @@ class TaskData:
         return out
 
 
-def encode_task(task: str, examples, tokenizer, cross: bool = False) -> TaskData:
-    """Tokenize a task's examples (objects with id, sent1, sent2, label)."""
+def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders: bool = False) -> TaskData:
+    """Tokenize a task's examples (objects with id, sent1, sent2, label). A cross-encoded pair is
+    one sequence "[CLS] s1 [SEP] s2 [SEP]" in `a`; with `both_orders`, `b` holds "[CLS] s2 [SEP] s1 [SEP]"."""
     s1 = [e.sent1 for e in examples]
     if task == "sst":
         enc_a, enc_b = tokenizer.encode(s1), None
     elif cross:
-        enc_a, enc_b = tokenizer.encode(s1, [e.sent2 for e in examples]), None
+        s2 = [e.sent2 for e in examples]
+        enc_a, enc_b = tokenizer.encode(s1, s2), (tokenizer.encode(s2, s1) if both_orders else None)
     else:
         enc_a, enc_b = tokenizer.encode(s1), tokenizer.encode([e.sent2 for e in examples])
-    truncated = sum(tokenizer.was_truncated(e) for e in enc_a + (enc_b or []))
+    truncated = sum(tokenizer.was_truncated(e) for e in enc_a + ([] if cross else enc_b or []))
     labels = None
     if examples and examples[0].label is not None:
         dtype = torch.float32 if task == "sts" else torch.long

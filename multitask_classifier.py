@@ -96,6 +96,23 @@ class MultitaskBERT(nn.Module):
         e = self.embed(task, both, hook)
         return e[:len(a["input_ids"])], e[len(a["input_ids"]):]
 
+    def cross_encode(self, task: str, batch: dict, head, hook=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cross-encoded pair's embedding [B, H] and head output [B]. With --pair_orders both,
+        `a` holds (s1, s2) and `b` (s2, s1): training reads one order per pair at random (a
+        cheap augmentation); evaluation averages the head over both orders."""
+        if "b" not in batch:
+            u = self.embed(task, batch["a"], hook)
+            return u, head(u).squeeze(-1)
+        a, b = batch["a"], batch["b"]
+        T = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+        a, b = ({k: F.pad(x[k], (0, T - x[k].shape[1])) for k in x} for x in (a, b))
+        if self.training:
+            swap = torch.rand(len(a["input_ids"]), device=a["input_ids"].device) < 0.5
+            u = self.embed(task, {k: torch.where(swap[:, None], b[k], a[k]) for k in a}, hook)
+            return u, head(u).squeeze(-1)
+        u, v = self.embed_pair(task, {"a": a, "b": b}, hook)
+        return u, 0.5 * (head(u) + head(v)).squeeze(-1)
+
     # -- task outputs ------------------------------------------------------------------------
     def forward(self, task: str, batch: dict, hook=None) -> dict:
         """Raw outputs of `task`: logits (SST [B, 5], PARA [B]) or scores (STS [B], 0-5),
@@ -105,9 +122,8 @@ class MultitaskBERT(nn.Module):
             return {"out": self.sst_head(u), "u": u}
         cross = (self.args.para_head if task == "para" else self.args.sts_head) == "cross"
         if cross:
-            u = self.embed(task, batch["a"], hook)
             head = self.para_head if task == "para" else self.sts_head
-            y = head(u).squeeze(-1)
+            u, y = self.cross_encode(task, batch, head, hook)
             return {"out": y if task == "para" else 5.0 * torch.sigmoid(y), "u": u}
         u, v = self.embed_pair(task, batch, hook)
         if task == "para":
@@ -197,7 +213,8 @@ def encode_all(raw: dict, tokenizer: BertTokenizer, args) -> dict:
     data, truncated = {}, 0
     for (task, split), examples in raw.items():
         cross = (task == "para" and args.para_head == "cross") or (task == "sts" and args.sts_head == "cross")
-        data[task, split] = encode_task(task, examples, tokenizer, cross=cross)
+        data[task, split] = encode_task(task, examples, tokenizer, cross=cross,
+                                        both_orders=cross and args.pair_orders == "both")
         truncated += data[task, split].truncated
     if truncated:
         print(f"note: {truncated} sequences were longer than --max_length {args.max_length} "
@@ -221,7 +238,10 @@ def compile_encoder(bert: BertModel):
 
 def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
     if checkpoint is None:
-        bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob)
+        # Attention dropout defaults to the checkpoint's (0.1 for MiniLM and BERT); at 0, CPU
+        # scaled_dot_product_attention may take its fused kernel (dropout forces the math path).
+        extra = {} if args.attention_dropout is None else {"attention_probs_dropout_prob": args.attention_dropout}
+        bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob, **extra)
     else:
         bert = BertModel(BertConfig.from_json(checkpoint / "config.json"))
     bert.unpad = not args.no_unpad
@@ -373,6 +393,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="'minilm' (bundled all-MiniLM-L6-v2), a checkpoint folder, or a Hugging Face "
                         "name such as bert-base-uncased (local cache, or downloaded when online)")
     g.add_argument("--hidden_dropout_prob", type=float, default=0.1, help="dropout in the heads and encoder")
+    g.add_argument("--attention_dropout", type=float, default=None,
+                   help="dropout on attention probabilities (default: the checkpoint's, 0.1 for MiniLM)")
     g.add_argument("--max_length", type=int, default=128, help="tokens per sequence; longer ones are truncated")
     g.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean",
                    help="sentence embedding: SBERT mean pooling, [CLS] vector, or BERT pooler")
@@ -386,6 +408,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
     g.add_argument("--para_symmetric", action=argparse.BooleanOptionalAction, default=False,
                    help="bi-encoded PARA head: average the logits of (s1, s2) and (s2, s1)")
+    g.add_argument("--pair_orders", choices=["one", "both"], default="one",
+                   help="cross-encoded pairs (PARA, STS): 'both' trains on (s1, s2) or (s2, s1) at random "
+                        "and predicts the mean of both orders (symmetric by construction, 2x the pair "
+                        "tasks' evaluation time)")
     g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",
                    help="STS: 2.5(1+cos(u,v)), a regressor on the pair features (the seed's "
                         "baseline), or a regressor on a cross-encoded pair")
@@ -451,6 +477,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
     g.add_argument("--label_smoothing", type=float, default=0.0,
                    help="SST cross-entropy with label smoothing ε (Szegedy et al., 2016); 0 = off")
+    g.add_argument("--ema", type=float, default=0.0,
+                   help="evaluate, keep and predict with an exponential moving average of the weights "
+                        "of this decay (e.g. 0.998, about the last 500 steps; 0 = off; ema.py)")
     g.add_argument("--wise_alphas", type=float, nargs="*", default=[],
                    help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
                         "− pretrained) for these α and keep the best on dev (e.g. 0.5 0.7 0.85; "

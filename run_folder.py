@@ -68,12 +68,14 @@ def load_weights(model: nn.Module, folder: Path):
                               f"unexpected {unexpected[:3]})")
 
 
-def save_state(folder: Path, model, optimizer, progress: dict):
-    """Everything --resume needs: weights, optimizer moments, RNG states, loop progress."""
+def save_state(folder: Path, model, optimizer, progress: dict, extra: dict | None = None):
+    """Everything --resume needs: weights, optimizer moments, RNG states, loop progress, and
+    `extra` safetensors files ({file name: tensors}, e.g. the --ema weight average)."""
     opt_tensors, opt_meta = optimizer_to_parts(optimizer)
     rng_tensors, rng_meta = rng_state()
     write_folder(folder, {"model.safetensors": model.state_dict(),
-                          "optimizer.safetensors": opt_tensors, "rng.safetensors": rng_tensors},
+                          "optimizer.safetensors": opt_tensors, "rng.safetensors": rng_tensors,
+                          **(extra or {})},
                  {"trainer.json": json.dumps({"progress": progress, "optimizer": opt_meta,
                                               "rng": rng_meta})})
 

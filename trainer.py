@@ -16,6 +16,7 @@ import math
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from tqdm import tqdm
 
 import distributed
 from batching import TASKS, TaskStream
-from checkpoint import recover_folder
+from checkpoint import read_tensors, recover_folder
+from ema import FILE as EMA_FILE, WeightAverage
 from evaluation import (
     decide,
     dev_metrics,
@@ -190,6 +192,7 @@ class Trainer:
                      "loss_sum": {t: 0.0 for t in self.tasks}, "loss_n": {t: 0 for t in self.tasks},
                      "train_s": 0.0, "streams": {}}
         self.pretrained = snapshot(model.bert) if args.wise_alphas else None
+        self.ema = WeightAverage(model, args.ema) if args.ema else None  # ema.py
         self._epoch, self._tasks = None, []
         print(f"training {', '.join(f'{t}: {sizes[t]}' for t in self.tasks)} examples; "
               f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; "
@@ -205,6 +208,8 @@ class Trainer:
             for t, st in self.prog["streams"].items():
                 self.streams[t].load_state_dict(st)
             self.prog.setdefault("scaler_skipped", 0)  # states saved before fp16 existed
+            if self.ema:
+                self.ema.load_state_dict(read_tensors(self.run_dir / "state" / EMA_FILE))
             if self.prog.get("scaler"):  # fp16: the loss scale and its growth counter, exactly
                 self.scaler.load_state_dict(self.prog["scaler"])
             print(f"resumed {self.run_dir} at step {self.prog['step']} of {self.plan.total}")
@@ -287,6 +292,8 @@ class Trainer:
                 distributed.average_gradients(model)
             if not clip_and_step(self.optimizer, self.scaler, model.parameters(), args.grad_clip):
                 prog["scaler_skipped"] += 1
+            elif self.ema:
+                self.ema.update()
             values = means
             for t, v in values.items():
                 prog["loss_sum"][t] += v
@@ -303,7 +310,12 @@ class Trainer:
                 for t, d in self.dev.items()}
 
     def evaluate(self):
-        """Dev metrics now; the best weights (and their per-example dev scores) kept."""
+        """Dev metrics now; the best weights (and their per-example dev scores) kept. With --ema,
+        of the weight average: it is what gets evaluated, kept and used for predictions."""
+        with self.ema.swapped_in() if self.ema else nullcontext():
+            self._evaluate()
+
+    def _evaluate(self):
         prog = self.prog
         distributed.assert_in_sync(self.model)
         dev_scores = self.dev_scores()
@@ -332,7 +344,8 @@ class Trainer:
         if self.scaler.is_enabled():
             self.prog["scaler"] = self.scaler.state_dict()  # plain numbers: JSON in trainer.json
         if self.main_rank:
-            save_state(self.run_dir / "state", self.model, self.optimizer, self.prog)
+            save_state(self.run_dir / "state", self.model, self.optimizer, self.prog,
+                       {EMA_FILE: self.ema.state_dict()} if self.ema else None)
 
     # -- the end: best weights, WiSE-FT, predictions, analysis, summary ----------------------------
     def finish(self, t_start: float) -> dict:

@@ -232,6 +232,7 @@ def check_predictions(argv, tiny_data_dir):
 @pytest.mark.parametrize("flags", [
     ("--fgsm",), ("--mnrl",), ("--pcgrad",), ("--pal",), ("--smart",),
     ("--para_head", "cross", "--sts_head", "cross"), ("--sampling", "annealed"), ("--update", "global"),
+    ("--pair_orders", "both", "--sts_head", "cross"), ("--ema", "0.9"), ("--attention_dropout", "0"),
 ], ids=lambda f: " ".join(f))
 def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
     argv = run_argv("e2e", "--epochs", "1", "--steps_per_epoch", "4", *flags)
@@ -278,3 +279,56 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_of_sst_only(tiny_mtbert, 
     para = tiny_batch("para", cross=True)  # other tasks' losses do not change
     model0, _ = tiny_mtbert()
     assert mc.task_loss(model, "para", para)[0].item() == pytest.approx(mc.task_loss(model0, "para", para)[0].item())
+
+
+# -- --pair_orders both and --attention_dropout ----------------------------------------------------
+def test_both_pair_orders_encode_swapped_pairs_and_predict_symmetrically(tiny_bert_dir):
+    """`b` holds "[CLS] s2 [SEP] s1 [SEP]"; evaluation averages the head over both orders, so
+    swapping s1 and s2 in the data leaves every score as it was; training reads one order."""
+    from tokenizer import BertTokenizer
+
+    tok = BertTokenizer(tiny_bert_dir / "vocab.txt")
+    flags = ("--bert_model", str(tiny_bert_dir), "--sts_head", "cross")
+    args = mc.parse_args([*flags, "--pair_orders", "both"])
+    torch.manual_seed(0)
+    model = mc.build_model(args).eval()
+    pairs = [("How do I learn Python?", "What is the best way to learn Python fast?", 1),
+             ("Is tea good?", "Why is the sky blue?", 0), ("A man sings.", "A man is singing a song.", 1)]
+    ex = lambda swap: [SimpleNamespace(id=f"q{i}", sent1=b if swap else a, sent2=a if swap else b, label=y)
+                       for i, (a, b, y) in enumerate(pairs)]
+    data = {s: mc.encode_all({("para", "dev"): ex(s), ("sts", "dev"): ex(s)}, tok, args) for s in (0, 1)}
+    para = data[0]["para", "dev"]
+    n = int(para.b.lengths[0])
+    assert para.b.ids[0, :n].tolist() == tok.encode(["What is the best way to learn Python fast?"],
+                                                    ["How do I learn Python?"])[0][0]
+    for task in ("para", "sts"):
+        batches = [data[s][task, "dev"].batch(torch.arange(3)) for s in (0, 1)]
+        with torch.no_grad():
+            scores = [model.scores(task, b) for b in batches]
+            assert torch.allclose(scores[0], scores[1], atol=1e-5), task
+            head = model.para_head if task == "para" else model.sts_head
+            one = [head(model.embed(task, batches[0][k])).squeeze(-1) for k in ("a", "b")]
+            want = (one[0] + one[1]) / 2
+            assert torch.allclose(model(task, batches[0])["out"],
+                                  want if task == "para" else 5 * torch.sigmoid(want), atol=1e-5)
+    plain_args = mc.parse_args(flags)
+    assert mc.encode_all({("para", "dev"): ex(0)}, tok, plain_args)["para", "dev"].b is None
+    model.train()  # training: one order per pair, at random (dropout off, to compare outputs)
+    model.bert.eval(), model.para_head.eval()
+    torch.manual_seed(1)
+    batch = data[0]["para", "dev"].batch(torch.arange(3))
+    with torch.no_grad():
+        out = model("para", batch)["out"]
+        heads = torch.stack([model.para_head(model.embed("para", batch[k])).squeeze(-1) for k in ("a", "b")])
+    assert ((heads - out).abs().min(0).values < 1e-5).all()
+    assert not torch.allclose(heads[0], heads[1], atol=1e-4)  # the orders do differ
+
+
+def test_attention_dropout_overrides_the_checkpoint(tiny_bert_dir):
+    from config import BertConfig
+
+    saved = BertConfig.from_json(tiny_bert_dir / "config.json").attention_probs_dropout_prob
+    for flags, want in (((), saved), (("--attention_dropout", "0"), 0.0), (("--attention_dropout", "0.3"), 0.3)):
+        model = mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), *flags]))
+        assert model.bert.config.attention_probs_dropout_prob == want
+        assert all(layer.attention.dropout_p == want for layer in model.bert.layers)

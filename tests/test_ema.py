@@ -1,0 +1,112 @@
+"""ema.py: the weight average's update rule, swapping it in and out, its state, and a run with
+--ema whose best checkpoint holds the average while training continued from the raw weights."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+import multitask_classifier as mc
+from checkpoint import read_tensors
+from ema import FILE, WeightAverage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def small_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    model[0].bias.requires_grad_(False)  # frozen parameters are not averaged
+    return model
+
+
+def test_update_is_the_exponential_moving_average():
+    model = small_model()
+    ema = WeightAverage(model, 0.9)
+    assert set(ema.average) == {"0.weight", "1.weight", "1.bias"}
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    want = dict(start)
+    for k in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(float(k + 1))
+        ema.update()
+        want = {n: 0.9 * want[n] + 0.1 * p.detach() for n, p in model.named_parameters()}
+    for n in ema.average:
+        assert torch.allclose(ema.average[n], want[n], atol=1e-6), n
+        assert not torch.allclose(ema.average[n], dict(model.named_parameters())[n])
+
+
+def test_swapped_in_puts_the_average_in_and_the_raw_weights_back():
+    model = small_model()
+    ema = WeightAverage(model, 0.5)
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    ema.update()
+    raw = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with ema.swapped_in():
+        for n, p in model.named_parameters():
+            assert torch.equal(p, ema.average[n] if n in ema.average else raw[n]), n
+    for n, p in model.named_parameters():
+        assert torch.equal(p, raw[n]), n
+    with pytest.raises(RuntimeError), ema.swapped_in():  # restored on an error as well
+        raise RuntimeError("boom")
+    assert torch.equal(model[1].weight, raw["1.weight"])
+
+
+def test_state_round_trip_and_checks():
+    model = small_model()
+    ema = WeightAverage(model, 0.5)
+    with torch.no_grad():
+        model[1].bias.add_(2.0)
+    ema.update()
+    other = WeightAverage(small_model(), 0.5)
+    other.load_state_dict(ema.state_dict())
+    assert all(torch.equal(other.average[n], t) for n, t in ema.average.items())
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict({"0.weight": ema.average["0.weight"]})
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="strictly between"):
+            WeightAverage(model, bad)
+
+
+def run_dir(argv):
+    return mc.Path(argv[argv.index("--out_dir") + 1])
+
+
+def test_run_with_ema_keeps_the_average_as_its_best(run_argv):
+    argv = run_argv("ema", "--epochs", "1", "--steps_per_epoch", "6", "--ema", "0.8", "--no_predictions")
+    assert mc.main(argv) == 0
+    run = run_dir(argv)
+    best = read_tensors(run / "best" / "model.safetensors")
+    raw = read_tensors(run / "state" / "model.safetensors")
+    average = read_tensors(run / "state" / FILE)
+    assert set(average) < set(best) and "sts_affine" in average
+    for n, t in average.items():  # the one evaluation (the last step) scored the average
+        assert torch.equal(best[n], t), n
+    assert any(not torch.equal(raw[n], t) for n, t in average.items())  # training kept the raw weights
+
+
+def test_interrupted_ema_run_resumes_to_the_same_average(run_argv, monkeypatch):
+    flags = ("--epochs", "2", "--steps_per_epoch", "4", "--ema", "0.8", "--no_predictions")
+    whole = run_argv("whole", *flags)
+    assert mc.main(whole) == 0
+    real, calls = mc.training_loss, [0]
+
+    def interrupted(*a):
+        calls[0] += 1
+        if calls[0] == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 6: state saved after it
+        return real(*a)
+    monkeypatch.setattr(mc, "training_loss", interrupted)
+    cut = run_argv("cut", *flags)
+    assert mc.main(cut) == 130
+    monkeypatch.undo()
+    assert mc.main(["--resume", str(run_dir(cut))]) == 0
+    for f in (f"state/{FILE}", "best/model.safetensors"):
+        a, b = read_tensors(run_dir(whole) / f), read_tensors(run_dir(cut) / f)
+        assert all(torch.equal(a[n], b[n]) for n in a), f
