@@ -41,12 +41,18 @@ def test_update_is_the_exponential_moving_average():
         assert not torch.allclose(ema.average[n], dict(model.named_parameters())[n])
 
 
-def test_swapped_in_puts_the_average_in_and_the_raw_weights_back():
-    model = small_model()
+def moved_average(model, param: str):
+    """An average of decay 0.5 after one step that moved `param` by 1."""
     ema = WeightAverage(model, 0.5)
     with torch.no_grad():
-        model[1].weight.add_(1.0)
+        model.get_parameter(param).add_(1.0)
     ema.update()
+    return ema
+
+
+def test_swapped_in_puts_the_average_in_and_the_raw_weights_back():
+    model = small_model()
+    ema = moved_average(model, "1.weight")
     raw = {n: p.detach().clone() for n, p in model.named_parameters()}
     with ema.swapped_in():
         for n, p in model.named_parameters():
@@ -60,10 +66,7 @@ def test_swapped_in_puts_the_average_in_and_the_raw_weights_back():
 
 def test_state_round_trip_and_checks():
     model = small_model()
-    ema = WeightAverage(model, 0.5)
-    with torch.no_grad():
-        model[1].bias.add_(2.0)
-    ema.update()
+    ema = moved_average(model, "1.bias")
     other = WeightAverage(small_model(), 0.5)
     other.load_state_dict(ema.state_dict())
     assert all(torch.equal(other.average[n], t) for n, t in ema.average.items())
