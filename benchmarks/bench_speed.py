@@ -81,8 +81,10 @@ class HFMultitask(mc.MultitaskBERT):
         from transformers.utils import logging
         logging.disable_progress_bar()  # a bar per weight load would bury the results
         args = ours.args
+        # Same dropout on both sides: attention dropout decides which CPU attention kernel runs.
         bert = HFBert.from_pretrained(str(resolve_model_dir(args.bert_model)), attn_implementation=impl,
-                                      hidden_dropout_prob=args.hidden_dropout_prob, dtype=torch.float32)
+                                      hidden_dropout_prob=args.hidden_dropout_prob, dtype=torch.float32,
+                                      attention_probs_dropout_prob=ours.bert.config.attention_probs_dropout_prob)
         super().__init__(bert, args)
         heads = {k: v for k, v in ours.state_dict().items() if not k.startswith("bert.")}
         unexpected = self.load_state_dict(heads, strict=False).unexpected_keys

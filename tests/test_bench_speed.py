@@ -96,3 +96,14 @@ def test_both_sides_compute_the_same_loss(bench, minilm_folder, flags):
             with torch.no_grad():
                 a, b = bench.step(ours, task, batch), bench.step(theirs, task, batch)
             assert a.item() > 0 and abs(a.item() - b.item()) < 1e-4, (impl, task, a.item(), b.item())
+
+
+@pytest.mark.parametrize("p", ["0", "0.2"])
+def test_both_sides_use_the_same_dropout(bench, minilm_folder, p):
+    """Attention dropout decides which CPU attention kernel runs: both sides must get the same."""
+    _, margs, _ = bench.parse(["--max_train_examples", "16", "--attention_dropout", p, "--hidden_dropout_prob", "0.05"])
+    ours = mc.build_model(margs)
+    for impl in bench.IMPLS:
+        cfg = bench.HFMultitask(ours, impl).bert.config
+        assert cfg.attention_probs_dropout_prob == ours.bert.config.attention_probs_dropout_prob == float(p)
+        assert cfg.hidden_dropout_prob == ours.bert.config.hidden_dropout_prob == 0.05
