@@ -23,12 +23,15 @@ from evaluation import parse_metrics  # noqa: E402
 SWEEP_KEYS = {"out_dir", "no_predictions", "update", "seed", "resume", "overwrite", "config", "threads"}
 
 
-def flags(config: dict, full_runs: bool = False) -> str:
+def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str:
     """The flags that differ from the defaults: what the row changes. Shortened sweep rows set
-    their own length; `full_runs` compares with the main job as it is."""
+    their own length; `full_runs` compares with the main job as it is, length included.
+    `seed_rows`: a row pools its runs over seeds, so a seed is never the row's flag."""
     from multitask_classifier import parse_args
     defaults = vars(parse_args([]))
-    skip = SWEEP_KEYS - ({"seed"} if full_runs else set()) | (set() if full_runs else {"epochs", "steps_per_epoch"})
+    skip = SWEEP_KEYS - ({"seed"} if full_runs and not seed_rows else set())
+    if not full_runs:
+        skip |= {"epochs", "steps_per_epoch"}
     if config.get("option") == "pretrain":  # --option pretrain sets these itself
         skip |= {"lr", "head_lr"}
     out = []
@@ -65,12 +68,12 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
         m, sd = r["metrics"], r["sd"]
         cell = lambda k: compare._num(m[k]) + (f" ± {compare._num(sd[k])}" if sd[k] is not None else "")
         delta = "reference" if r["delta"] is None else compare._ci(r["delta"]["overall"])
-        lines.append(f"| {r['name']}{' *' if r['significant'] else ''} | `{flags(configs[r['name']])}` | "
+        lines.append(f"| {r['name']}{' *' if r['significant'] else ''} | `{flags(configs[r['name']], steps == 'full', seed_rows=True)}` | "
                      f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
                      f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
     single = any(len(c.get("tasks", [])) == 1 for c in configs.values())
-    length = ("the full main job (2.5 passes over the training data, 2,405 steps of batch 32), dev "
-              "metrics of its best evaluation" if steps == "full" else
+    length = ("the full main job (2.5 passes over the training data, 2,405 steps of batch 32, unless "
+              "a row's flags set another length), dev metrics of its best evaluation" if steps == "full" else
               f"one epoch of {steps} optimizer steps on the full training data (batch 32), dev metrics "
               "of the last step")
     caption = (f"Each run: the bundled MiniLM, {length}. Each row is one configuration at several "

@@ -73,6 +73,10 @@ def test_flags_name_what_the_row_changes():
         "--no-freeze_embeddings --lr 0.0003 --pcgrad"
     assert collect.flags(cfg("--option", "pretrain")) == "--option pretrain"  # not its implied lr
     assert collect.flags(cfg(), full_runs=True) == "--epochs 1.0 --steps_per_epoch 9 --seed 3"
+    # full-length rows pooled over seeds (quality.sh): a longer run shows its length, not its seed
+    assert collect.flags(cfg(), full_runs=True, seed_rows=True) == "--epochs 1.0 --steps_per_epoch 9"
+    full = vars(mc.parse_args(["--seed", "3"]))
+    assert collect.flags(full, full_runs=True, seed_rows=True) == "(defaults)"
 
 
 def test_collect_ensemble_adds_a_row_from_the_eval_log(tmp_path):
