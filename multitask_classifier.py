@@ -103,14 +103,14 @@ class MultitaskBERT(nn.Module):
         if "b" not in batch:
             u = self.embed(task, batch["a"], hook)
             return u, head(u).squeeze(-1)
-        a, b = batch["a"], batch["b"]
-        T = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
-        a, b = ({k: F.pad(x[k], (0, T - x[k].shape[1])) for k in x} for x in (a, b))
         if self.training:
+            a, b = batch["a"], batch["b"]
+            T = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+            a, b = ({k: F.pad(x[k], (0, T - x[k].shape[1])) for k in x} for x in (a, b))
             swap = torch.rand(len(a["input_ids"]), device=a["input_ids"].device) < 0.5
             u = self.embed(task, {k: torch.where(swap[:, None], b[k], a[k]) for k in a}, hook)
             return u, head(u).squeeze(-1)
-        u, v = self.embed_pair(task, {"a": a, "b": b}, hook)
+        u, v = self.embed_pair(task, batch, hook)  # both orders in one encoder call
         return u, 0.5 * (head(u) + head(v)).squeeze(-1)
 
     # -- task outputs ------------------------------------------------------------------------

@@ -27,8 +27,7 @@ def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str
     """The flags that differ from the defaults: what the row changes. Shortened sweep rows set
     their own length; `full_runs` compares with the main job as it is, length included.
     `seed_rows`: a row pools its runs over seeds, so a seed is never the row's flag."""
-    from multitask_classifier import parse_args
-    defaults = vars(parse_args([]))
+    defaults = compare.parser_defaults()  # parsed once per process
     skip = SWEEP_KEYS - ({"seed"} if full_runs and not seed_rows else set())
     if not full_runs:
         skip |= {"epochs", "steps_per_epoch"}
