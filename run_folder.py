@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,6 +116,18 @@ class RunFolderBusy(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
+def _holder_pid(fd: int, wait: float = 1.0) -> str:
+    """The pid the lock's holder wrote. A holder that has just taken the lock writes it a moment
+    later (truncate, then one write of "PID\n"), so an empty or partial file is read again
+    until the newline arrives or `wait` seconds pass."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = os.pread(fd, 32, 0).decode(errors="replace")
+        if text.endswith("\n") or time.monotonic() > deadline:
+            return text.strip() or "unknown"
+        time.sleep(0.005)
+
+
 def _lock(path: Path) -> int:
     """An open descriptor of `path` holding an exclusive flock, the holder's pid written in it."""
     while True:
@@ -126,7 +139,7 @@ def _lock(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            pid = _holder_pid(fd)
             os.close(fd)
             raise RunFolderBusy(f"{path.parent}: another run is writing this folder (pid {pid}); "
                                 "choose another --out_dir") from None

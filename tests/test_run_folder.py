@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,39 @@ def test_a_killed_runs_lock_file_is_taken_over_and_outputs_are_kept(tmp_path):
         assert (run / LOCK).read_text() == f"{os.getpid()}\n"
         (run / "metrics.jsonl").write_text("{}\n")
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+
+
+@needs_fcntl
+def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it(tmp_path):
+    """The holder truncates the file and writes its pid just after taking the lock; a run refused
+    in between waits for the pid rather than saying 'pid unknown'."""
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)  # held, pid not yet written
+    late = threading.Timer(0.2, lambda: os.write(fd, b"4242\n"))
+    late.start()
+    try:
+        with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
+            pass
+    finally:
+        late.join()
+        os.close(fd)
+    assert str(refused.value) == busy(run, 4242)
+
+
+@needs_fcntl
+def test_a_holder_that_never_writes_its_pid_is_reported_as_unknown(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)
+    try:
+        with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
+            pass
+    finally:
+        os.close(fd)
+    assert "(pid unknown)" in str(refused.value)
 
 
 def test_without_fcntl_a_run_goes_unlocked(tmp_path, monkeypatch):
