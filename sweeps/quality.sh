@@ -27,6 +27,7 @@ full pair-orders      --pair_orders both     # PARA pairs in both orders; predic
 full ema              --ema 0.998            # evaluate an average of the weights (~ last 500 steps)
 full attn-dropout-0   --attention_dropout 0  # CPU SDPA's fused kernel needs attention dropout 0
 full epochs-4         --epochs 4             # more steps: 3,848 instead of 2,405 (~ +60% time)
+full head-lr-1e-4     --head_lr 1e-4         # heads at the encoder's lr instead of 10x it
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
