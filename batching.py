@@ -46,13 +46,15 @@ class Encoded:
 class TaskData:
     """One split of one task, tokenized. Bi-encoder pairs keep two sequences (`a`, `b`);
     single sentences and cross-encoded pairs keep one (`a`, with `b` None), or with both pair
-    orders, (s1, s2) in `a` and (s2, s1) in `b`."""
+    orders, (s1, s2) in `a` and (s2, s1) in `b`. A cross-encoded pair may also keep its two
+    sentences alone (`singles`, served as batch["s1"], batch["s2"]) for a bi-encoder feature."""
     task: str
     ids: list[str]
     a: Encoded
     b: Encoded | None
     labels: torch.Tensor | None
     truncated: int  # how many sequences were cut at max_length
+    singles: tuple[Encoded, Encoded] | None = None
 
     def __len__(self):
         return len(self.ids)
@@ -66,21 +68,26 @@ class TaskData:
             return self
         cut = lambda e: None if e is None else Encoded(e.ids[:n], e.types[:n], e.lengths[:n])
         return TaskData(self.task, self.ids[:n], cut(self.a), cut(self.b),
-                        None if self.labels is None else self.labels[:n], self.truncated)
+                        None if self.labels is None else self.labels[:n], self.truncated,
+                        None if self.singles is None else tuple(map(cut, self.singles)))
 
     def batch(self, index) -> dict:
         index = torch.as_tensor(index, dtype=torch.long)
         out = {"index": index, "a": self.a.batch(index)}
         if self.b is not None:
             out["b"] = self.b.batch(index)
+        if self.singles is not None:
+            out["s1"], out["s2"] = (e.batch(index) for e in self.singles)
         if self.labels is not None:
             out["labels"] = self.labels[index]
         return out
 
 
-def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders: bool = False) -> TaskData:
+def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders: bool = False,
+                singles: bool = False) -> TaskData:
     """Tokenize a task's examples (objects with id, sent1, sent2, label). A cross-encoded pair is
-    one sequence "[CLS] s1 [SEP] s2 [SEP]" in `a`; with `both_orders`, `b` holds "[CLS] s2 [SEP] s1 [SEP]"."""
+    one sequence "[CLS] s1 [SEP] s2 [SEP]" in `a`; with `both_orders`, `b` holds "[CLS] s2 [SEP] s1 [SEP]";
+    with `singles`, "[CLS] s1 [SEP]" and "[CLS] s2 [SEP]" are kept as well."""
     s1 = [e.sent1 for e in examples]
     if task == "sst":
         enc_a, enc_b = tokenizer.encode(s1), None
@@ -94,9 +101,13 @@ def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders
     if examples and examples[0].label is not None:
         dtype = torch.float32 if task == "sts" else torch.long
         labels = torch.tensor([e.label for e in examples], dtype=dtype)
+    alone = None
+    if cross and singles:
+        alone = tuple(Encoded.build(tokenizer.encode([getattr(e, f) for e in examples]), tokenizer.pad_id)
+                      for f in ("sent1", "sent2"))
     return TaskData(task, [e.id for e in examples], Encoded.build(enc_a, tokenizer.pad_id),
                     None if enc_b is None else Encoded.build(enc_b, tokenizer.pad_id),
-                    labels, truncated)
+                    labels, truncated, alone)
 
 
 def bucketed_order(lengths: torch.Tensor, batch_size: int, rng: np.random.Generator,

@@ -1,4 +1,7 @@
-"""Multiple-negatives ranking loss (Henderson et al., 2017; the SBERT MNRL) over sentence embeddings.
+"""Loss terms added to the task losses by flags: MNRL (--mnrl), the ordinal log loss of SST-5
+(--sst_ordinal) and R-Drop's consistency term (--rdrop).
+
+Multiple-negatives ranking loss (Henderson et al., 2017; the SBERT MNRL) over sentence embeddings.
 
 Similarity: cosine, multiplied by a scale of 20 (the SBERT default), so the softmax over
 candidates is sharp enough to learn from.
@@ -53,3 +56,19 @@ def mnrl_loss(task: str, out: dict, labels: torch.Tensor) -> torch.Tensor | None
     if task == "para" and "v" in out:
         return mnrl_pairs(out["u"], out["v"], labels.bool())
     return None
+
+
+def ordinal_log_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """OLL-1 (Castagnos et al., 2022): -sum_k |k - y| log(1 - p_k), averaged over the batch.
+    Cross-entropy treats "very negative" for "negative" as wrong as for "very positive"; this
+    term charges the probability put on each class by its distance from the label."""
+    p = logits.float().softmax(-1)
+    distance = (torch.arange(p.shape[-1], device=p.device) - y[:, None]).abs().to(p.dtype)
+    return -(distance * torch.log1p(-p.clamp(max=1 - 1e-6))).sum(-1).mean()
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """R-Drop's term (Liang et al., 2021): (KL(p_a || p_b) + KL(p_b || p_a)) / 2 of the class
+    distributions of two forward passes that differ only in their dropout masks, batch mean."""
+    la, lb = logits_a.float().log_softmax(-1), logits_b.float().log_softmax(-1)
+    return 0.5 * ((la.exp() * (la - lb)).sum(-1) + (lb.exp() * (lb - la)).sum(-1)).mean()

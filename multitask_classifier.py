@@ -46,7 +46,7 @@ from evaluation import (
     write_prediction_files,
 )
 from heads import cosine_similarity_score, mlp, pair_features, pool
-from losses import mnrl_loss
+from losses import mnrl_loss, ordinal_log_loss, symmetric_kl
 from pal import PAL
 from precision import CHOICES as PRECISIONS, FP32, PrecisionError, choose
 from replay import NOT_REPLAYED, config_file, saved_argv
@@ -71,6 +71,10 @@ class MultitaskBERT(nn.Module):
         # STS score = a·cos(u, v) + b. The seed fixes a = b = 2.5, which asks unrelated sentences
         # for cos = -1 and bends the pretrained geometry; learned, the head absorbs the scale.
         self.sts_affine = nn.Parameter(torch.tensor([2.5, 2.5]), requires_grad=args.sts_scale != "fixed")
+        # --para_cosine: logit += w·cos(s1, s2) + b, the bi-encoder cosine of the pair's sentences
+        # beside the cross-encoder. It starts as a logistic model of the pretrained cosine: all-MiniLM
+        # alone separates Quora duplicates best at cos ≈ 0.8 (78% of training pairs right).
+        self.para_cos = nn.Parameter(torch.tensor([10.0, -8.0])) if args.para_cosine else None
         cfg = bert.config
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
@@ -124,6 +128,10 @@ class MultitaskBERT(nn.Module):
         if cross:
             head = self.para_head if task == "para" else self.sts_head
             u, y = self.cross_encode(task, batch, head, hook)
+            if task == "para" and self.para_cos is not None:
+                # (an adversarial hook perturbs the cross-encoded input only: it captures one input)
+                u1, u2 = self.embed_pair(task, {"a": batch["s1"], "b": batch["s2"]})
+                y = y + self.para_cos[0] * F.cosine_similarity(u1, u2, dim=-1) + self.para_cos[1]
             return {"out": y if task == "para" else 5.0 * torch.sigmoid(y), "u": u}
         u, v = self.embed_pair(task, batch, hook)
         if task == "para":
@@ -162,6 +170,8 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
         # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
         # classes are easily confused (most errors are off by one), so hard targets overstate it.
         loss = F.cross_entropy(out["out"].float(), y, label_smoothing=model.args.label_smoothing)
+        if model.args.sst_ordinal:
+            loss = loss + model.args.sst_ordinal * ordinal_log_loss(out["out"], y)
     elif task == "para":
         loss = F.binary_cross_entropy_with_logits(out["out"].float(), y.float())
     else:
@@ -174,6 +184,11 @@ def training_loss(model: MultitaskBERT, task: str, batch: dict, args) -> torch.T
     captured = Capture() if (args.fgsm or args.smart) else None
     clean, out = task_loss(model, task, batch, captured)
     loss = clean
+    if args.rdrop and task == "sst":
+        # R-Drop on SST-5 only: a second pass draws other dropout masks; both passes' losses count,
+        # and their class distributions are pulled together. (On every task a step would cost 2x.)
+        again, out2 = task_loss(model, task, batch)
+        loss = 0.5 * (clean + again) + args.rdrop * symmetric_kl(out["out"], out2["out"])
     if args.mnrl:
         extra = mnrl_loss(task, out, batch["labels"])
         if extra is not None:
@@ -214,7 +229,8 @@ def encode_all(raw: dict, tokenizer: BertTokenizer, args) -> dict:
     for (task, split), examples in raw.items():
         cross = (task == "para" and args.para_head == "cross") or (task == "sts" and args.sts_head == "cross")
         data[task, split] = encode_task(task, examples, tokenizer, cross=cross,
-                                        both_orders=cross and args.pair_orders == "both")
+                                        both_orders=cross and args.pair_orders == "both",
+                                        singles=task == "para" and args.para_cosine)
         truncated += data[task, split].truncated
     if truncated:
         print(f"note: {truncated} sequences were longer than --max_length {args.max_length} "
@@ -244,6 +260,8 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
         bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob, **extra)
     else:
         bert = BertModel(BertConfig.from_json(checkpoint / "config.json"))
+    if args.para_cosine and args.para_head != "cross":
+        raise RunError("--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)")
     bert.unpad = not args.no_unpad
     # Frozen word embeddings keep the pretrained vocabulary as it is (rows of words never seen in
     # training would otherwise only decay) and skip 11.7M of MiniLM's 22.7M optimizer updates.
@@ -412,6 +430,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="cross-encoded pairs (PARA, STS): 'both' trains on (s1, s2) or (s2, s1) at random "
                         "and predicts the mean of both orders (symmetric by construction, 2x the pair "
                         "tasks' evaluation time)")
+    g.add_argument("--para_cosine", action=argparse.BooleanOptionalAction, default=False,
+                   help="cross-encoded PARA: add a learned multiple of the two sentences' bi-encoder "
+                        "cosine to the logit (all-MiniLM was trained on duplicate questions)")
     g.add_argument("--sts_head", choices=["cosine", "concat", "cross"], default="cosine",
                    help="STS: 2.5(1+cos(u,v)), a regressor on the pair features (the seed's "
                         "baseline), or a regressor on a cross-encoded pair")
@@ -477,6 +498,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
     g.add_argument("--label_smoothing", type=float, default=0.0,
                    help="SST cross-entropy with label smoothing ε (Szegedy et al., 2016); 0 = off")
+    g.add_argument("--sst_ordinal", type=float, default=0.0,
+                   help="weight of the ordinal log loss added to SST-5's cross-entropy (0 = off)")
+    g.add_argument("--rdrop", type=float, default=0.0,
+                   help="R-Drop on SST-5: weight of the KL between two dropout passes (0 = off)")
     g.add_argument("--ema", type=float, default=0.0,
                    help="evaluate, keep and predict with an exponential moving average of the weights "
                         "of this decay (e.g. 0.998, about the last 500 steps; 0 = off; ema.py)")

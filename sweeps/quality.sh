@@ -28,6 +28,9 @@ full ema              --ema 0.998            # evaluate an average of the weight
 full attn-dropout-0   --attention_dropout 0  # CPU SDPA's fused kernel needs attention dropout 0
 full epochs-4         --epochs 4             # more steps: 3,848 instead of 2,405 (~ +60% time)
 full head-lr-1e-4     --head_lr 1e-4         # heads at the encoder's lr instead of 10x it
+full para-cosine      --para_cosine          # PARA logit += w·cos of the bi-encoded sentences
+full sst-ordinal      --sst_ordinal 1        # SST-5: + ordinal log loss (far classes cost more)
+full rdrop            --rdrop 1              # SST-5: R-Drop, two dropout passes pulled together
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \

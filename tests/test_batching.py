@@ -86,6 +86,14 @@ def test_encode_task_with_tokenizer(minilm_folder):
     assert types == [0] * first + [1] * (L - first)
     sts = encode_task("sts", [SimpleNamespace(id="x", sent1="a", sent2="b", label=3.4)], tok)
     assert sts.labels.dtype == torch.float32
+    # singles: a cross-encoded pair also keeps each sentence alone, served as s1 and s2
+    both = encode_task("para", ex, tok, cross=True, singles=True)
+    assert cross.singles is None and encode_task("para", ex, tok, singles=True).singles is None
+    out = both.subset(1).batch([0])
+    for key, side in (("s1", bi.a), ("s2", bi.b)):
+        n = int(side.lengths[0])
+        assert out[key]["input_ids"].tolist() == [side.ids[0, :n].tolist()], key
+    assert torch.equal(out["a"]["input_ids"], cross.batch([0])["a"]["input_ids"])
 
 
 # -- passes ----------------------------------------------------------------------------------

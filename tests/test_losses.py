@@ -1,5 +1,5 @@
-"""losses: the multiple-negatives ranking loss (Henderson et al., 2017) against hand-computed
-values: pairs (anchors u_i of the positive pairs, candidates all v_j, target v_i) and SST labels
+"""losses: the ordinal log loss and R-Drop's symmetric KL against hand-computed values, and the
+multiple-negatives ranking loss (Henderson et al., 2017) against hand-computed values: pairs (anchors u_i of the positive pairs, candidates all v_j, target v_i) and SST labels
 (supervised-contrastive form: every other sentence is a candidate, averaged over positives)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs
+from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs, ordinal_log_loss, symmetric_kl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,3 +139,31 @@ def test_mnrl_loss_dispatch():
     assert para.item() == pytest.approx(hand_pairs(U, V, [1, 0, 1], SCALE), rel=1e-5)
     assert mnrl_loss("para", {"u": u}, torch.tensor([1, 0, 1])) is None  # cross-encoded: no pairs
     assert mnrl_loss("sts", {"u": u, "v": v}, torch.tensor([1.0, 2.0, 3.0])) is None
+
+
+# -- ordinal log loss and R-Drop's symmetric KL ---------------------------------------------------
+def test_ordinal_log_loss_hand_computed():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5], [0.0, 0.0, 3.0, 0.0, 0.0]])
+    y = torch.tensor([1, 4])
+    want = 0.0
+    for row, label in zip(logits.tolist(), y.tolist()):
+        z = sum(math.exp(x) for x in row)
+        want += -sum(abs(k - label) * math.log(1 - math.exp(x) / z) for k, x in enumerate(row))
+    assert ordinal_log_loss(logits, y).item() == pytest.approx(want / 2, rel=1e-5)
+
+
+def test_ordinal_log_loss_charges_far_classes_more():
+    """Mass on the label costs nothing; the same mass one class away costs less than four away."""
+    y = torch.tensor([0])
+    on, near, far = (torch.full((1, 5), -20.0).index_fill_(1, torch.tensor([k]), 20.0) for k in (0, 1, 4))
+    assert ordinal_log_loss(on, y).item() == pytest.approx(0.0, abs=1e-5)
+    assert 0 < ordinal_log_loss(near, y).item() < ordinal_log_loss(far, y).item()
+
+
+def test_symmetric_kl_hand_computed_and_zero_for_equal_passes():
+    a, b = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 0.5, 0.0]])
+    p = [math.exp(x) / sum(math.exp(t) for t in row) for row in (a[0].tolist(), b[0].tolist()) for x in row]
+    pa, pb = p[:3], p[3:]
+    kl = lambda x, y: sum(xi * math.log(xi / yi) for xi, yi in zip(x, y))
+    assert symmetric_kl(a, b).item() == pytest.approx(0.5 * (kl(pa, pb) + kl(pb, pa)), rel=1e-5)
+    assert symmetric_kl(a, a).item() == pytest.approx(0.0, abs=1e-7)

@@ -233,6 +233,7 @@ def check_predictions(argv, tiny_data_dir):
     ("--fgsm",), ("--mnrl",), ("--pcgrad",), ("--pal",), ("--smart",),
     ("--para_head", "cross", "--sts_head", "cross"), ("--sampling", "annealed"), ("--update", "global"),
     ("--pair_orders", "both", "--sts_head", "cross"), ("--ema", "0.9"), ("--attention_dropout", "0"),
+    ("--para_cosine", "--pair_orders", "both"), ("--sst_ordinal", "1"), ("--rdrop", "1"),
 ], ids=lambda f: " ".join(f))
 def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
     argv = run_argv("e2e", "--epochs", "1", "--steps_per_epoch", "4", *flags)
@@ -279,6 +280,65 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_of_sst_only(tiny_mtbert, 
     para = tiny_batch("para", cross=True)  # other tasks' losses do not change
     model0, _ = tiny_mtbert()
     assert mc.task_loss(model, "para", para)[0].item() == pytest.approx(mc.task_loss(model0, "para", para)[0].item())
+
+
+def test_sst_ordinal_adds_the_weighted_ordinal_log_loss_to_sst_only(tiny_mtbert, tiny_batch):
+    from losses import ordinal_log_loss
+
+    model, _ = tiny_mtbert("--sst_ordinal", "0.5")
+    plain, _ = tiny_mtbert()
+    batch = tiny_batch("sst", B=6)
+    loss, out = mc.task_loss(model, "sst", batch)
+    ce = torch.nn.functional.cross_entropy(out["out"], batch["labels"])
+    assert loss.item() == pytest.approx((ce + 0.5 * ordinal_log_loss(out["out"], batch["labels"])).item(), rel=1e-5)
+    assert loss.item() > mc.task_loss(plain, "sst", batch)[0].item()
+    para = tiny_batch("para", cross=True)
+    assert mc.task_loss(model, "para", para)[0].item() == pytest.approx(mc.task_loss(plain, "para", para)[0].item())
+
+
+def test_rdrop_averages_two_dropout_passes_and_adds_their_kl_on_sst_only(tiny_mtbert, tiny_batch):
+    model, args = tiny_mtbert("--rdrop", "2", "--hidden_dropout_prob", "0.3")
+    batch = tiny_batch("sst", B=6)
+    # without dropout both passes agree: the loss is the plain cross-entropy
+    assert mc.training_loss(model, "sst", batch, args).item() == pytest.approx(
+        mc.task_loss(model, "sst", batch)[0].item(), rel=1e-6)
+    model.train()
+    torch.manual_seed(5)
+    loss = mc.training_loss(model, "sst", batch, args)
+    torch.manual_seed(5)  # the same two passes, by hand
+    (l1, o1), (l2, o2) = mc.task_loss(model, "sst", batch), mc.task_loss(model, "sst", batch)
+    from losses import symmetric_kl
+    kl = symmetric_kl(o1["out"], o2["out"])
+    assert kl.item() > 0
+    assert loss.item() == pytest.approx((0.5 * (l1 + l2) + 2 * kl).item(), rel=1e-5)
+    para = tiny_batch("para", cross=True)  # PARA: one pass, its own loss
+    torch.manual_seed(6)
+    got = mc.training_loss(model, "para", para, args)
+    torch.manual_seed(6)
+    assert got.item() == pytest.approx(mc.task_loss(model, "para", para)[0].item(), rel=1e-6)
+
+
+def test_para_cosine_adds_the_learned_bi_encoder_cosine_to_the_cross_encoded_logit(tiny_bert_dir):
+    from tokenizer import BertTokenizer
+    from trainer import RunError
+
+    tok = BertTokenizer(tiny_bert_dir / "vocab.txt")
+    args = mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine"])
+    torch.manual_seed(0)
+    model = mc.build_model(args).eval()
+    assert model.para_cos.tolist() == [10.0, -8.0]
+    pairs = [("How do I learn Python?", "What is the best way to learn Python fast?", 1),
+             ("Is tea good?", "Why is the sky blue?", 0)]
+    ex = [SimpleNamespace(id=f"q{i}", sent1=a, sent2=b, label=y) for i, (a, b, y) in enumerate(pairs)]
+    batch = mc.encode_all({("para", "dev"): ex}, tok, args)["para", "dev"].batch(torch.arange(2))
+    out = model("para", batch)["out"]
+    cos = torch.nn.functional.cosine_similarity(model.embed("para", batch["s1"]), model.embed("para", batch["s2"]))
+    want = model.para_head(model.embed("para", batch["a"])).squeeze(-1) + 10.0 * cos - 8.0
+    assert torch.allclose(out, want, atol=1e-5)
+    torch.nn.functional.binary_cross_entropy_with_logits(out, batch["labels"].float()).backward()
+    assert model.para_cos.grad.abs().sum() > 0  # learned, as a head parameter
+    with pytest.raises(RunError, match="--para_cosine needs --para_head cross"):
+        mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine", "--para_head", "concat"]))
 
 
 # -- --pair_orders both and --attention_dropout ----------------------------------------------------

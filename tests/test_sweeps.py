@@ -159,8 +159,11 @@ echo "end $name $CUDA_VISIBLE_DEVICES" >> {events}""")
 
 
 def test_quality_runs_full_jobs_at_each_seed_against_the_default(tmp_path, tiny_bert_dir, tiny_data_dir):
-    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2")
+    # two rows train (every row's command line is checked above, with DRY_RUN)
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", ROWS="default label-smoothing")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == [
+        "default-s1", "default-s2", "label-smoothing-s1", "label-smoothing-s2"]
     table = (tmp_path / "results" / "quality.md").read_text()
     assert "the full main job" in table
     ls = next(l for l in table.splitlines() if l.startswith("| label-smoothing"))
