@@ -253,6 +253,9 @@ def compile_encoder(bert: BertModel):
 
 
 def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
+    # (flag conflicts first: before any weights are read)
+    if args.para_cosine and args.para_head != "cross":
+        raise RunError("--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)")
     if checkpoint is None:
         # Attention dropout defaults to the checkpoint's (0.1 for MiniLM and BERT); at 0, CPU
         # scaled_dot_product_attention may take its fused kernel (dropout forces the math path).
@@ -260,8 +263,6 @@ def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
         bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob, **extra)
     else:
         bert = BertModel(BertConfig.from_json(checkpoint / "config.json"))
-    if args.para_cosine and args.para_head != "cross":
-        raise RunError("--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)")
     bert.unpad = not args.no_unpad
     # Frozen word embeddings keep the pretrained vocabulary as it is (rows of words never seen in
     # training would otherwise only decay) and skip 11.7M of MiniLM's 22.7M optimizer updates.
