@@ -11,7 +11,13 @@ the mean over its seeds, shown as mean ± sd. The first group is the reference; 
 gets Δ = row - reference for the overall score and each task metric, with a 95% CI from a
 paired bootstrap: in each replicate every task's dev examples are resampled once (with
 replacement) and every run is scored on those same examples, so the CI reflects the difference
-between the runs, not the noise of either alone. Rows whose Δ overall CI excludes 0 are marked `*`.
+between the runs, not the noise of either alone. Training noise is added on top: a seed moves
+every metric too, so where any group has two or more seeds, each replicate's Δ also gets a draw of
+the seed-to-seed noise that resampling examples does not already carry (seed_spread: the
+within-group sd over seeds, less its bootstrap part, pooled over the groups, times
+sqrt(1/n + 1/n_ref), t-distributed with the pooled degrees of freedom). With one seed per group
+that noise cannot be estimated and the CI covers the dev examples only; the legend says which.
+Rows whose Δ overall CI excludes 0 are marked `*`.
 --no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
 
 From Python (e.g. a sweep's ablation table against a reference group):
@@ -200,17 +206,51 @@ def group_mean(per_run: list[dict]) -> dict:
     return _with_overall({k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0]})
 
 
-def bootstrap_deltas(groups: list[list[dict]]) -> list[dict]:
+def seed_spread(metrics: list[list[dict]], replicates: list[list[dict]]) -> tuple[dict, int]:
+    """The training noise the bootstrap over examples does not already carry, per metric: its sd,
+    and the degrees of freedom sum(n - 1) over the groups ({}, 0 when no group has two seeds).
+
+    `metrics[g][s]`: the metrics of seed s of group g; `replicates[g][s]`: its bootstrap replicates.
+    Seeds of one group differ in two ways: example by example at random (this one right on an
+    example that one gets wrong), which resampling the examples already puts in the CI; and as a
+    whole (one seed better on most examples), which it does not. The spread of the seeds' scores
+    about their group's mean estimates both; the bootstrap variance of those deviations estimates
+    the first alone; the difference, pooled over the groups, is the second (floored at 0).
+    Pooling assumes a change of configuration does not change how much a seed moves the scores:
+    it is what lets two seeds a row estimate that noise at all."""
+    df = sum(len(g) - 1 for g in metrics)
+    if df == 0:
+        return {}, 0
+    sd = {}
+    for k in metrics[0][0]:
+        spread = between = 0.0
+        for g, reps in zip(metrics, replicates):
+            values, draws = np.array([m[k] for m in g]), np.stack([r[k] for r in reps])
+            spread += ((values - values.mean()) ** 2).sum()
+            between += (draws - draws.mean(0)).var(1).sum()
+        sd[k] = float(np.sqrt(max(0.0, spread - between) / df))
+    return sd, df
+
+
+def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: int = 0,
+                     seed: int = 0) -> list[dict]:
     """The 95% CI of Δ = group - groups[0] for each metric and overall, per group (a list of its
     runs' replicate_metrics dicts): [{metric: (lo, hi)}]. Overall comes from the task metrics of
-    the same replicate, so the tasks are resampled jointly."""
+    the same replicate, so the tasks are resampled jointly. With a seed `spread` (seed_spread's
+    sd per metric, df > 0), every replicate of a group's Δ also gets the noise of its seed means:
+    sd * sqrt(1/n + 1/n_ref) times a t(df) draw, the same draws for every metric of the group."""
     ref = group_mean(groups[0])
     out = []
-    for g in groups:
+    for i, g in enumerate(groups):
         mean = group_mean(g)
+        noise = 0.0
+        if i > 0 and spread and df > 0:
+            t = np.random.default_rng([seed, 7919, i]).standard_t(df, size=len(mean["overall"]))
+            noise = t * np.sqrt(1 / len(g) + 1 / len(groups[0]))
         ci = {}
         for k in mean:
-            lo, hi = np.percentile(mean[k] - ref[k], [2.5, 97.5])
+            d = mean[k] - ref[k] + (spread or {}).get(k, 0.0) * noise
+            lo, hi = np.percentile(d, [2.5, 97.5])
             ci[k] = (float(lo), float(hi))
         out.append(ci)
     return out
@@ -220,7 +260,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     """One row per group of runs (the first is the reference): {"name", "runs" (paths), "seeds",
     "metrics" (mean over seeds), "sd" (None below 2 seeds), "wall_s", "delta" ({metric: (Δ, lo,
     hi)}; None for the reference), "significant" (Δ overall CI excludes 0), "reference" (name),
-    "resamples", "seed", "notes"}. Notes name tasks left out; they are printed to stderr too."""
+    "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
+    two seeds), "seed_df"}. Notes name tasks left out; they are printed to stderr too."""
     runs = [load_run(d) for d in dirs]
     if not runs:
         raise CompareError("no run folders given")
@@ -230,13 +271,14 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     for run, rep in zip(runs, replicate_metrics(runs, tasks, resamples, seed)):
         run["replicates"] = rep
     groups = group_runs(runs, by_seed)
-    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups])
-    ref = group_mean([run_metrics(r, tasks) for r in groups[0]["runs"]])
+    per_seed = [[_with_overall(run_metrics(r, tasks)) for r in g["runs"]] for g in groups]
+    replicates = [[_with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
+    spread, df = seed_spread(per_seed, replicates)
+    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed)
+    ref = group_mean(per_seed[0])
     rows = []
-    for i, (g, ci) in enumerate(zip(groups, cis)):
-        per_seed = [run_metrics(r, tasks) for r in g["runs"]]
-        mean = group_mean(per_seed)
-        seeds = [_with_overall(m) for m in per_seed]
+    for i, (g, ci, seeds) in enumerate(zip(groups, cis, per_seed)):
+        mean = group_mean(seeds)
         walls = [r["wall_s"] for r in g["runs"] if r["wall_s"] is not None]
         rows.append({"name": g["name"], "runs": [str(r["path"]) for r in g["runs"]], "seeds": g["seeds"],
                      "metrics": mean,
@@ -245,7 +287,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "wall_s": sum(walls) / len(walls) if walls else None,
                      "delta": None if i == 0 else {k: (mean[k] - ref[k], *ci[k]) for k in mean},
                      "significant": i > 0 and (ci["overall"][0] > 0 or ci["overall"][1] < 0),
-                     "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes})
+                     "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
+                     "seed_sd": spread.get("overall"), "seed_df": df})
     return rows
 
 
@@ -272,6 +315,23 @@ def _seeds(seeds: list) -> str:
     return str(seeds[0]) if len(seeds) == 1 else f"{len(seeds)} ({', '.join(map(str, seeds))})"
 
 
+def ci_legend(rows: list[dict]) -> str:
+    """How the CIs of `rows` were made, in words: the tables' legends."""
+    r = rows[0]
+    text = (f"a 95% CI from a paired bootstrap over the dev examples ({r['resamples']:,} resamples, "
+            f"seed {r['seed']}; each replicate resamples the three tasks once and scores every run on the "
+            "same examples)")
+    if r["seed_df"]:
+        text += (f", plus the noise of training that resampling the examples does not carry: the sd over "
+                 f"seeds within a row, pooled over the rows, less the part the bootstrap already holds "
+                 f"(overall: {_num(r['seed_sd'])}, {r['seed_df']} degrees of freedom), times "
+                 "sqrt(1/n + 1/n_ref), t-distributed.")
+    else:
+        text += (". Every row has one seed, so the noise of training is not in the CI: it covers the "
+                 "dev examples only, and understates how far another seed could move a row.")
+    return text + " `*`: the 95% CI of Δ overall excludes 0."
+
+
 def markdown(rows: list[dict]) -> str:
     """The comparison table, its legend, and one `NAME: Δ overall ... 95% CI [...]` line per row."""
     ref, keys = rows[0]["reference"], list(TITLES)
@@ -296,10 +356,7 @@ def markdown(rows: list[dict]) -> str:
         if walls:
             cells.append(f"{r['wall_s'] / 60:.1f}" if r["wall_s"] is not None else "–")
         lines.append("| " + " | ".join(cells) + " |")
-    legend = (f"Δ: the row minus {ref}, with a 95% CI from a paired bootstrap over the dev examples "
-              f"({rows[0]['resamples']:,} resamples, seed {rows[0]['seed']}; each replicate resamples the "
-              "three tasks once and scores every run on the same examples). Groups of seeds: mean ± sd "
-              "over seeds. `*`: the 95% CI of Δ overall excludes 0.")
+    legend = f"Δ: the row minus {ref}, with {ci_legend(rows)} Groups of seeds: mean ± sd over seeds."
     lines += ["", legend]
     lines += [f"Note: {n}." for n in rows[0]["notes"]]
     if len(rows) > 1:

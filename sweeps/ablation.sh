@@ -3,7 +3,7 @@
 # one change from the default, at CPU scale and at several seeds. Every run is shortened the same
 # way (SHORT in common.sh): one epoch of STEPS optimizer steps on the full training data, dev
 # evaluation, no test predictions. The table gives each row's Δ overall against the default with
-# a 95% paired bootstrap CI (compare.py); `*` marks rows whose CI excludes 0.
+# a 95% CI over the dev examples and the seeds (compare.py); `*` marks rows whose CI excludes 0.
 #
 #   JOBS=2 bash sweeps/ablation.sh                   # all rows, seeds 1 and 2: about 1 h on 2 cores
 #   SEEDS="1 2 3" STEPS=600 bash sweeps/ablation.sh  # tighter and longer

@@ -5,7 +5,7 @@
 
 Sweep rows (runs named NAME-sSEED, one configuration at several seeds) become one line per
 configuration: mean ± sd over seeds, and Δ overall against the reference configuration with a
-95% paired bootstrap CI over the dev examples (compare.py). Ensemble sweeps list their members
+95% CI over the dev examples and the seeds (compare.py). Ensemble sweeps list their members
 and the ensemble's metrics from its log.
 """
 from __future__ import annotations
@@ -77,9 +77,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
               "of the last step")
     caption = (f"Each run: the bundled MiniLM, {length}. Each row is one configuration at several "
                "seeds: mean ± sd over seeds. Δ overall: the row minus the reference row "
-               f"({reference}), mean over seeds, with a 95% CI from a paired bootstrap over the dev "
-               f"examples ({resamples:,} resamples; each replicate resamples the three tasks once and "
-               "scores every run on the same examples); `*`: the CI excludes 0. Wall: minutes per run. "
+               f"({reference}), mean over seeds, with {compare.ci_legend(rows)} Wall: minutes per run. "
                + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
                + f"Rebuilt by `bash {script}`.")
     ci_lines = [compare.delta_line(r) for r in rows[1:]]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild results/quality.md: candidates for a better default, each a FULL main job (no flag
 # shortens it) at every seed of SEEDS, against the default at the same seeds: Δ overall with a
-# 95% paired bootstrap CI over the dev examples (compare.py). A candidate becomes the default only
+# 95% CI over the dev examples and the seeds (compare.py). A candidate becomes the default only
 # when its CI excludes 0. About 15 min per run on 2 cores (JOBS=2: two at a time, one core each).
 #
 #   JOBS=2 bash sweeps/quality.sh

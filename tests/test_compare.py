@@ -126,8 +126,64 @@ def test_the_group_replicate_is_the_mean_over_seeds(tmp_path):
     (ci,) = compare.bootstrap_deltas([[reps[0]], [reps[1], reps[2]]])[1:]
     delta = (reps[1]["sst_acc"] + reps[2]["sst_acc"]) / 2 - reps[0]["sst_acc"]
     assert ci["sst_acc"] == pytest.approx(tuple(np.percentile(delta, [2.5, 97.5])))
+    # compare() adds the noise of x's two seeds that the bootstrap does not carry, times
+    # sqrt(1/2 + 1/1), t(1) draws
     rows = compare.compare([ref, s1, s2], resamples=B, seed=0)
-    assert rows[1]["name"] == "x" and rows[1]["delta"]["sst_acc"][1:] == pytest.approx(ci["sst_acc"])
+    a, b = reps[1]["sst_acc"], reps[2]["sst_acc"]
+    beyond = np.sqrt(2 * (8 / 200 / 2) ** 2 - 2 * np.var((a - b) / 2))  # (spread - between) / df
+    assert rows[1]["name"] == "x" and rows[1]["seed_df"] == 1 and beyond > 0
+    t = np.random.default_rng([0, 7919, 1]).standard_t(1, size=B)
+    noisy = np.percentile(delta + beyond * np.sqrt(1 / 2 + 1) * t, [2.5, 97.5])
+    assert rows[1]["delta"]["sst_acc"][1:] == pytest.approx(tuple(noisy))
+
+
+def test_seed_spread_pools_what_the_bootstrap_does_not_explain():
+    rng = np.random.default_rng(0)
+    metrics = [[{"m": 0.9}, {"m": 0.8}], [{"m": 0.5}, {"m": 0.7}, {"m": 0.6}], [{"m": 0.1}]]
+    # replicates jittered about each score: the bootstrap's part of the spread between seeds
+    reps = [[{"m": m["m"] + 0.01 * rng.standard_normal(4000)} for m in g] for g in metrics]
+    sd, df = compare.seed_spread(metrics, reps)
+    # squared deviations: 0.005 (first group) + 0.02 (second); the single seed adds nothing
+    between = sum((np.stack([r["m"] for r in g]) - np.stack([r["m"] for r in g]).mean(0)).var(1).sum()
+                  for g in reps)
+    assert 0 < between < 0.001
+    assert df == 3 and sd["m"] == pytest.approx(np.sqrt((0.025 - between) / 3))
+    # seeds that differ no more than resampling explains add nothing (floored at 0)
+    wide = [[{"m": m["m"] + rng.standard_normal(4000)} for m in g] for g in metrics]
+    assert compare.seed_spread(metrics, wide) == ({"m": 0.0}, 3)
+    assert compare.seed_spread([[{"m": 0.9}], [{"m": 0.1}]], [[{"m": np.zeros(3)}], [{"m": np.zeros(3)}]]) == ({}, 0)
+
+
+def test_a_difference_within_the_seed_noise_is_not_significant(tmp_path):
+    # b is worse than a at every seed's pairing, by 0.075 SST accuracy, so a bootstrap over the dev
+    # examples alone calls it certain; but a's own two seeds are 0.15 apart, so another pair of
+    # seeds could well reverse it.
+    a = [make_run(tmp_path / f"a-s{s}", ["--seed", s], sst_wrong=w) for s, w in ((1, 10), (2, 40))]
+    b = [make_run(tmp_path / f"b-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=w)
+         for s, w in ((1, 25), (2, 55))]
+    runs = [compare.load_run(p) for p in a + b]
+    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    examples_only = compare.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"]
+    assert examples_only[1] < 0  # the old CI: excludes 0
+    rows = compare.compare(a + b, resamples=B, seed=0)
+    d, lo, hi = rows[1]["delta"]["overall"]
+    assert d == pytest.approx(-0.075 / 3) and lo < d < 0 < hi and not rows[1]["significant"]
+    # the seeds are 0.15 apart on 30 examples: far more than resampling 200 examples explains
+    assert rows[1]["seed_df"] == 2 and 0.8 * 0.05 / np.sqrt(2) < rows[1]["seed_sd"] < 0.05 / np.sqrt(2)
+    assert "2 degrees of freedom" in compare.markdown(rows)
+
+
+def test_seeds_that_agree_add_no_noise_and_one_seed_a_row_is_said_to_leave_it_out(tmp_path):
+    twins = [make_run(tmp_path / f"a-s{s}", ["--seed", s], sst_wrong=10) for s in (1, 2)]
+    other = [make_run(tmp_path / f"b-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=20) for s in (1, 2)]
+    rows = compare.compare(twins + other, resamples=B, seed=0)
+    runs = [compare.load_run(p) for p in twins + other]
+    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    assert rows[1]["seed_sd"] == 0.0
+    assert rows[1]["delta"]["overall"][1:] == pytest.approx(
+        compare.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"])
+    single = compare.markdown(compare.compare([twins[0], other[0]], resamples=B, seed=0))
+    assert "the noise of training is not in the CI" in single
 
 
 def test_missing_task_is_left_out_with_a_note(tmp_path, capsys):
