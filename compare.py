@@ -85,7 +85,7 @@ def model_key(config: dict | None):
 
 @functools.lru_cache(maxsize=1)
 def _defaults() -> str:
-    from multitask_classifier import parse_args  # the command line's own defaults
+    from options import parse_args  # the command line's own defaults
     return json.dumps(vars(parse_args([])))
 
 

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 import multitask_classifier as mc
+import options
 from base_bert import CheckpointError, hf_names
 from batching import TASKS
 from bert import BertModel
@@ -273,11 +274,11 @@ def data_section(args, tasks: list[str], used: dict) -> list[str]:
 
 def config_section(args) -> list[str]:
     """The flags that differ from the defaults as a command line, then every argument."""
-    saved, defaults = vars(args), vars(mc.parse_args([]))
+    saved, defaults = vars(args), vars(options.parse_args([]))
     keys = [k for k in saved if k not in BOOKKEEPING and not k.endswith("_out")]
     changed = [k for k in keys if saved[k] != defaults.get(k)]
     argv = args_to_argv({k: shown(k, saved[k]) if isinstance(saved[k], str) else saved[k] for k in changed},
-                        mc.get_parser())
+                        options.get_parser())
     return ["## Configuration", "", "Flags that differ from `multitask_classifier.py`'s defaults (data files by name):",
             "", "    python multitask_classifier.py " + (" ".join(argv) or "(all defaults)"), "",
             "<details><summary>Every argument</summary>", "", "| argument | value |", "|---|---|",
@@ -389,7 +390,7 @@ def export(run_path: Path, out: Path, overwrite: bool = False) -> Path:
     out = Path(out)
     if out.resolve() in (best.resolve(), best.parent.resolve()):
         raise CheckpointError(f"{out}: the export cannot replace the run it reads")
-    args = mc.saved_args(best, "args.json")
+    args = options.saved_args(best, "args.json")
     state = read_tensors(best / "model.safetensors")
     if args.pal or any(k.startswith("pal.") for k in state):
         raise CheckpointError(f"{best}: trained with --pal, whose task-specific attention layers run "
@@ -422,7 +423,7 @@ def load_exported(folder) -> tuple:
     """(MultitaskBERT, args) from an exported folder: the encoder from its Hugging Face checkpoint,
     the heads from heads.safetensors, the run's arguments from heads.json."""
     folder = Path(folder)
-    args = mc.saved_args(folder, "heads.json")
+    args = options.saved_args(folder, "heads.json")
     args.bert_model = str(folder)  # the encoder is this folder now, not the run's starting point
     model = mc.build_model(args)
     if model.bert.load_report["missing"] or model.bert.load_report["unexpected"]:

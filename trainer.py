@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 from tqdm import tqdm
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import multitask_classifier as mc  # noqa: E402
+import options  # noqa: E402
 from base_bert import CheckpointError, hf_names, resolve_model_dir  # noqa: E402
 from batching import TASKS, TaskStream  # noqa: E402
 from datasets import DataError, load  # noqa: E402
@@ -209,7 +210,7 @@ def parse(argv):
         ap.set_defaults(**SHORT)
         args, rest = ap.parse_known_args(argv)
         short = [x for k, v in SHORT_MODEL.items() for x in (f"--{k}", str(v))]
-    return args, mc.parse_args(short + rest), rest
+    return args, options.parse_args(short + rest), rest
 
 
 def main(argv=None) -> int:

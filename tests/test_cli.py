@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 import checkpoint
 import trainer
 import multitask_classifier as mc
+import options
 from batching import TASKS
 from evaluation import HEADERS, decide
 from run_folder import load_state, load_weights
@@ -137,7 +138,7 @@ def assert_same_params(ref: Path, run: Path):
 
 def load_run_state(run: Path) -> dict:
     """Rebuild the run's model and optimizer from its config.json and load state/ into them."""
-    args = mc.saved_args(run, "config.json")
+    args = options.saved_args(run, "config.json")
     model = mc.build_model(args)
     return load_state(run / "state", model, trainer.build_optimizer(model, args))
 

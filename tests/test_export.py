@@ -16,6 +16,7 @@ from test_cli import SMOKE, pred_files, tiny_argv
 
 import export
 import multitask_classifier as mc
+import options
 from bert import BertModel
 from run_folder import load_weights
 from tokenizer import BertTokenizer
@@ -55,7 +56,7 @@ def variant(run, tmp_path: Path, args=None, tokenizer_config=None) -> tuple[Path
 
 def mtbert(best: Path):
     """The run's own model and tokenizer, loaded as --eval_only loads a run."""
-    args = mc.saved_args(best, "args.json")
+    args = options.saved_args(best, "args.json")
     model = mc.build_model(args, checkpoint=best)
     load_weights(model, best)
     return model.eval(), BertTokenizer.from_pretrained(str(best), max_length=args.max_length)
@@ -198,7 +199,7 @@ def test_model_card_names_the_metrics_flags_and_data(run, exported, tiny_data_di
 
 
 def test_model_card_of_a_minilm_run_names_its_base_and_the_quora_overlap(run):
-    args = mc.saved_args(run.best, "args.json")
+    args = options.saved_args(run.best, "args.json")
     args.bert_model, args.max_train_examples = "minilm", 0
     card = export.model_card(args, "m", run.run, 32, 2, True)
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card

@@ -273,17 +273,6 @@ def test_scores_run_in_the_autocast_and_come_back_fp32(tiny_bert_dir, tiny_data_
     assert abs(bf16 - fp32).max() < 0.05 and not (bf16 == fp32).all()  # bf16 rounding, nothing worse
 
 
-# -- settings that follow the device -------------------------------------------------------------
-def test_eval_batch_size_follows_the_device(tmp_path):
-    assert mc.parse_args([]).eval_batch_size == mc.EVAL_BATCH_SIZE["cpu"] == 128
-    assert mc.parse_args(["--use_gpu"]).eval_batch_size == mc.EVAL_BATCH_SIZE["cuda"] == 512
-    assert mc.parse_args(["--use_gpu", "--eval_batch_size", "64"]).eval_batch_size == 64  # given: kept
-    # config.json records the value that ran: a replay keeps it on either device
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(vars(mc.parse_args(["--use_gpu"]))))
-    assert mc.parse_args(["--config", str(config), "--no-use_gpu"]).eval_batch_size == 512
-
-
 def test_compile_keeps_the_checkpoint_keys_and_the_results(run_argv, tmp_path, monkeypatch):
     """A compiled tiny run (dynamo graphs of every layer, aot_eager backend) ends where the eager
     one does: the same dev metrics and train losses, the same state_dict keys."""
