@@ -31,6 +31,8 @@ full head-lr-1e-4     --head_lr 1e-4         # heads at the encoder's lr instead
 full para-cosine      --para_cosine          # PARA logit += w·cos of the bi-encoded sentences
 full sst-ordinal      --sst_ordinal 1        # SST-5: + ordinal log loss (far classes cost more)
 full rdrop            --rdrop 1              # SST-5: R-Drop, two dropout passes pulled together
+full dropout-0.2      --hidden_dropout_prob 0.2  # more dropout: is R-Drop's gain plain regularisation?
+full annealed         --sampling annealed    # task sampling from proportional to even over the run
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
