@@ -89,13 +89,13 @@ def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders
     one sequence "[CLS] s1 [SEP] s2 [SEP]" in `a`; with `both_orders`, `b` holds "[CLS] s2 [SEP] s1 [SEP]";
     with `singles`, "[CLS] s1 [SEP]" and "[CLS] s2 [SEP]" are kept as well."""
     s1 = [e.sent1 for e in examples]
+    s2 = None if task == "sst" else [e.sent2 for e in examples]
     if task == "sst":
         enc_a, enc_b = tokenizer.encode(s1), None
     elif cross:
-        s2 = [e.sent2 for e in examples]
         enc_a, enc_b = tokenizer.encode(s1, s2), (tokenizer.encode(s2, s1) if both_orders else None)
     else:
-        enc_a, enc_b = tokenizer.encode(s1), tokenizer.encode([e.sent2 for e in examples])
+        enc_a, enc_b = tokenizer.encode(s1), tokenizer.encode(s2)
     truncated = sum(tokenizer.was_truncated(e) for e in enc_a + ([] if cross else enc_b or []))
     labels = None
     if examples and examples[0].label is not None:
@@ -103,8 +103,7 @@ def encode_task(task: str, examples, tokenizer, cross: bool = False, both_orders
         labels = torch.tensor([e.label for e in examples], dtype=dtype)
     alone = None
     if cross and singles:
-        alone = tuple(Encoded.build(tokenizer.encode([getattr(e, f) for e in examples]), tokenizer.pad_id)
-                      for f in ("sent1", "sent2"))
+        alone = tuple(Encoded.build(tokenizer.encode(s), tokenizer.pad_id) for s in (s1, s2))
     return TaskData(task, [e.id for e in examples], Encoded.build(enc_a, tokenizer.pad_id),
                     None if enc_b is None else Encoded.build(enc_b, tokenizer.pad_id),
                     labels, truncated, alone)
