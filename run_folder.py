@@ -116,15 +116,28 @@ class RunFolderBusy(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:  # another user's process: it exists
+        return True
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    return True
+
+
 def _holder_pid(fd: int, wait: float = 1.0) -> str:
     """The pid the lock's holder wrote. A holder that has just taken the lock writes it a moment
-    later (truncate, then one write of "PID\n"), so an empty or partial file is read again
-    until the newline arrives or `wait` seconds pass."""
+    later (truncate, then one write of "PID\n"): until then the file is empty, partial, or still
+    names the killed run whose stale file it took over. So the file is read again until it names
+    a live process or `wait` seconds pass; then the last whole pid read (a holder in another pid
+    namespace looks dead from here), or "unknown"."""
     deadline = time.monotonic() + wait
     while True:
         text = os.pread(fd, 32, 0).decode(errors="replace")
-        if text.endswith("\n") or time.monotonic() > deadline:
-            return text.strip() or "unknown"
+        whole = text.endswith("\n")
+        if (whole and _alive(text.strip())) or time.monotonic() > deadline:
+            return text.strip() if whole and text.strip() else "unknown"
         time.sleep(0.005)
 
 

@@ -7,6 +7,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it
     run.mkdir()
     fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)  # held, pid not yet written
-    late = threading.Timer(0.2, lambda: os.write(fd, b"4242\n"))
+    late = threading.Timer(0.2, lambda: os.write(fd, f"{os.getpid()}\n".encode()))
     late.start()
     try:
         with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
@@ -94,7 +96,33 @@ def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it
     finally:
         late.join()
         os.close(fd)
-    assert str(refused.value) == busy(run, 4242)
+    assert str(refused.value) == busy(run, os.getpid())
+
+
+@needs_fcntl
+def test_a_refusal_while_the_holder_takes_over_a_killed_runs_file_names_the_holder(tmp_path):
+    """A killed run leaves its pid in the file; the next holder locks that file, then replaces the
+    pid. A run refused in between must not name the dead run."""
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process
+    (run / LOCK).write_text(f"{dead.pid}\n")
+    fd = os.open(run / LOCK, os.O_RDWR, 0o644)
+    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)  # the new holder, its pid not yet written
+
+    def replace():
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    late = threading.Timer(0.2, replace)
+    late.start()
+    try:
+        with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
+            pass
+    finally:
+        late.join()
+        os.close(fd)
+    assert str(refused.value) == busy(run, os.getpid())
 
 
 @needs_fcntl
