@@ -33,6 +33,7 @@ full sst-ordinal      --sst_ordinal 1        # SST-5: + ordinal log loss (far cl
 full rdrop            --rdrop 1              # SST-5: R-Drop, two dropout passes pulled together
 full dropout-0.2      --hidden_dropout_prob 0.2  # more dropout: is R-Drop's gain plain regularisation?
 full annealed         --sampling annealed    # task sampling from proportional to even over the run
+full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the two passes' KL
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
