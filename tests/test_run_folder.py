@@ -80,15 +80,17 @@ def test_a_killed_runs_lock_file_is_taken_over_and_outputs_are_kept(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
 
 
-@needs_fcntl
-def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it(tmp_path):
-    """The holder truncates the file and writes its pid just after taking the lock; a run refused
-    in between waits for the pid rather than saying 'pid unknown'."""
-    run = tmp_path / "run"
-    run.mkdir()
+def refusal_while_the_holder_writes_late(run: Path) -> str:
+    """Lock RUN/.lock as a holder that has not yet written its pid (the file may still hold a dead
+    run's), write it 0.2 s later (truncate, then "PID\n"), and return what a run refused in between
+    says."""
     fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)  # held, pid not yet written
-    late = threading.Timer(0.2, lambda: os.write(fd, f"{os.getpid()}\n".encode()))
+    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)
+
+    def write_pid():
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    late = threading.Timer(0.2, write_pid)
     late.start()
     try:
         with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
@@ -96,7 +98,16 @@ def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it
     finally:
         late.join()
         os.close(fd)
-    assert str(refused.value) == busy(run, os.getpid())
+    return str(refused.value)
+
+
+@needs_fcntl
+def test_a_refusal_in_the_moment_before_the_holder_writes_its_pid_still_names_it(tmp_path):
+    """The holder truncates the file and writes its pid just after taking the lock; a run refused
+    in between waits for the pid rather than saying 'pid unknown'."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert refusal_while_the_holder_writes_late(run) == busy(run, os.getpid())
 
 
 @needs_fcntl
@@ -108,21 +119,7 @@ def test_a_refusal_while_the_holder_takes_over_a_killed_runs_file_names_the_hold
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: its pid names no process
     (run / LOCK).write_text(f"{dead.pid}\n")
-    fd = os.open(run / LOCK, os.O_RDWR, 0o644)
-    run_folder.fcntl.flock(fd, run_folder.fcntl.LOCK_EX)  # the new holder, its pid not yet written
-
-    def replace():
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    late = threading.Timer(0.2, replace)
-    late.start()
-    try:
-        with pytest.raises(RunFolderBusy) as refused, hold_run_dir(run):
-            pass
-    finally:
-        late.join()
-        os.close(fd)
-    assert str(refused.value) == busy(run, os.getpid())
+    assert refusal_while_the_holder_writes_late(run) == busy(run, os.getpid())
 
 
 @needs_fcntl
