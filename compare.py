@@ -196,14 +196,15 @@ def replicate_metrics(runs: list[dict], tasks: list[str], resamples: int = 10_00
     return out
 
 
-def _with_overall(metrics: dict) -> dict:
+def with_overall(metrics: dict) -> dict:
+    """The task metrics (floats or replicate arrays) plus their overall score."""
     return {**metrics, "overall": overall(metrics)}
 
 
 def group_mean(per_run: list[dict]) -> dict:
     """A group's metrics: the mean over its seeds of each task metric (floats or replicate
     arrays), and the overall score of those means (= the mean of the seeds' overall scores)."""
-    return _with_overall({k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0]})
+    return with_overall({k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0]})
 
 
 def seed_spread(metrics: list[list[dict]], replicates: list[list[dict]]) -> tuple[dict, int]:
@@ -271,8 +272,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     for run, rep in zip(runs, replicate_metrics(runs, tasks, resamples, seed)):
         run["replicates"] = rep
     groups = group_runs(runs, by_seed)
-    per_seed = [[_with_overall(run_metrics(r, tasks)) for r in g["runs"]] for g in groups]
-    replicates = [[_with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
+    per_seed = [[with_overall(run_metrics(r, tasks)) for r in g["runs"]] for g in groups]
+    replicates = [[with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
     spread, df = seed_spread(per_seed, replicates)
     cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed)
     ref = group_mean(per_seed[0])

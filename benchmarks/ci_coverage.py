@@ -34,9 +34,9 @@ def simulate(rng: np.random.Generator, examples: int, seeds: int, rows: int, see
     for _ in range(rows):
         hits = [(rng.random(examples) < 1 / (1 + np.exp(-(difficulty + rng.normal(0, seed_sd))))).astype(float)
                 for _ in range(seeds)]
-        metrics.append([compare._with_overall({"sst_acc": h.mean()}) for h in hits])
+        metrics.append([compare.with_overall({"sst_acc": h.mean()}) for h in hits])
         replicates.append([{"sst_acc": drawn @ h / examples} for h in hits])
-    spread, df = compare.seed_spread(metrics, [[compare._with_overall(r) for r in g] for g in replicates])
+    spread, df = compare.seed_spread(metrics, [[compare.with_overall(r) for r in g] for g in replicates])
     covers = []
     for noise in (None, spread):
         lo, hi = compare.bootstrap_deltas(replicates, noise, df, seed=int(rng.integers(2**31)))[1]["sst_acc"]
