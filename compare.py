@@ -41,6 +41,7 @@ import numpy as np
 
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
+from replay import as_run
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
@@ -65,12 +66,19 @@ def load_run(folder) -> dict:
                            "per-example dev scores were saved)")
     try:
         dev = load_dev_scores(scores)
-        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+        config = run_config(folder)
         summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise CompareError(f"{folder}: unreadable run file ({' '.join(str(e).split())[:200]})") from None
     return {"path": folder, "name": folder.resolve().name, "config": config, "dev": dev,
             "wall_s": summary.get("wall_s")}
+
+
+def run_config(folder) -> dict | None:
+    """A run's config.json as the run used it (flags added later at the value they were added
+    with: replay.as_run), None without one."""
+    file = Path(folder) / "config.json"
+    return as_run(json.loads(file.read_text())) if file.is_file() else None
 
 
 def model_key(config: dict | None):
@@ -79,6 +87,7 @@ def model_key(config: dict | None):
     if config is None:
         return None
     config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
+    # (run_config has already set the flags whose default changed since to their old value)
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
 

@@ -15,6 +15,26 @@ from checkpoint import read_json
 # Where a run writes and how it was started, not what it trains: never replayed from a file.
 NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only")
 
+# Flags whose default changed after they were added, with the value they were added with. A run
+# writes every setting into its configuration, so a saved one that lacks such a key was written
+# before the flag existed, and its run used that value, not today's default. (R-Drop became the
+# default from results/quality.md; runs from before --rdrop trained without it.)
+ADDED_WITH = {"rdrop": 0.0}
+
+
+def as_run(saved: dict) -> dict:
+    """A saved configuration with the flags it predates set to what its run used."""
+    return {**saved, **{k: v for k, v in ADDED_WITH.items() if k not in saved}}
+
+
+def read_config(file: Path) -> dict:
+    """A run's saved configuration (config.json, a checkpoint's args.json), as the run used it."""
+    saved = read_json(file)
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{file}: not a valid configuration (expected a JSON object, "
+                              f"found {type(saved).__name__})")
+    return as_run(saved)
+
 
 def args_to_argv(d: dict, parser: argparse.ArgumentParser) -> list[str]:
     """A saved argument dict back into command-line form."""
@@ -43,10 +63,7 @@ def args_to_argv(d: dict, parser: argparse.ArgumentParser) -> list[str]:
 def saved_argv(file: Path, parser: argparse.ArgumentParser, drop=()) -> list[str]:
     """The command line of a saved configuration (JSON object of argument values), checked by
     `parser`; keys in `drop` are left out."""
-    saved = read_json(file)
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{file}: not a valid configuration (expected a JSON object, "
-                              f"found {type(saved).__name__})")
+    saved = read_config(file)
     try:
         argv = args_to_argv({k: v for k, v in saved.items() if k not in drop}, parser)
     except CheckpointError as e:

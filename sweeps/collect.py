@@ -60,7 +60,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
     rows = compare.compare(ref + [r for r in runs if r not in ref], resamples=resamples, seed=0)
     if plot:
         compare.forest_plot(rows, plot)
-    configs = {r["name"]: json.loads((Path(r["runs"][0]) / "config.json").read_text()) for r in rows}
+    configs = {r["name"]: compare.run_config(r["runs"][0]) for r in rows}
     lines = ["| run | flags | seeds | SST acc | PARA acc | STS r | overall | Δ overall (95% CI) | wall min |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -102,7 +102,7 @@ def ensemble_table(sweep_dir: Path, log: Path, script: str) -> str:
     rows, members = [], []
     for run in finished(sweep_dir):
         s = json.loads((run / "summary.json").read_text())
-        c = json.loads((run / "config.json").read_text())
+        c = compare.run_config(run)
         rows.append(row(run.name, flags(c, full_runs=True), s["best"], s["parameters"], s["wall_s"]))
         members.append((run.name, s))
     rows.append(row("ensemble", "--eval_only --checkpoint " + " ".join(n for n, _ in members),

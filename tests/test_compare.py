@@ -242,3 +242,18 @@ def test_a_run_saved_before_a_flag_existed_groups_with_runs_at_its_default(tmp_p
     make_run(tmp_path / "x-s2", ["--seed", "2"], sst_wrong=3)
     rows = compare.compare([tmp_path / "x-s1", tmp_path / "x-s2"], resamples=5000)
     assert len(rows) == 1 and rows[0]["name"] == "x" and rows[0]["seeds"] == [1, 2]
+
+
+def test_a_run_saved_before_a_default_changed_groups_with_runs_at_the_old_value(tmp_path):
+    # --rdrop was added at 0 and is 3 now: a run saved before it existed trained without R-Drop,
+    # so it groups with runs at --rdrop 0, not with runs at today's default
+    assert mc.parse_args([]).rdrop != 0
+    old = make_run(tmp_path / "x-s1", ["--seed", "1"])
+    config = json.loads((old / "config.json").read_text())
+    del config["rdrop"]
+    (old / "config.json").write_text(json.dumps(config))
+    make_run(tmp_path / "x-s2", ["--seed", "2", "--rdrop", "0"], sst_wrong=3)
+    make_run(tmp_path / "y-s3", ["--seed", "3"], sst_wrong=1)
+    rows = compare.compare([tmp_path / "x-s1", tmp_path / "x-s2", tmp_path / "y-s3"], resamples=5000)
+    assert [(r["name"], r["seeds"]) for r in rows] == [("x", [1, 2]), ("y-s3", [3])]
+    assert compare.run_config(old)["rdrop"] == 0

@@ -35,6 +35,19 @@ def test_replay_of_pretrain_keeps_its_resolved_learning_rates(tmp_path):
     assert args.option == "pretrain" and args.lr == 1e-3 and args.head_lr == 0.0
 
 
+def test_a_configuration_from_before_a_default_changed_replays_as_its_run_trained(tmp_path):
+    # --rdrop was added with default 0 and is 3 now: a run saved before the flag existed has no
+    # "rdrop" key and trained without R-Drop, so its replay must too; a saved value is kept
+    assert mc.parse_args([]).rdrop == 3
+    config = vars(mc.parse_args(["--out_dir", "runs/old"]))
+    del config["rdrop"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert mc.parse_args(["--config", str(path)]).rdrop == 0
+    assert mc.parse_args(["--config", str(path), "--rdrop", "2"]).rdrop == 2
+    assert mc.parse_args(["--config", _saved(tmp_path)]).rdrop == 3
+
+
 @pytest.mark.parametrize("content, why", [
     ('{"sampling": "bogus"}', "invalid choice: 'bogus'"),
     ('{"not_a_flag": 1}', "unknown setting 'not_a_flag'"),

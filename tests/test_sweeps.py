@@ -52,6 +52,18 @@ def test_every_row_of_every_sweep_is_a_valid_command_line(script, tmp_path, tiny
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # R-Drop at weight 3 became the default from this table: a re-run must still measure every
+    # row against the old default (R-Drop off), and the adopted row is the default now
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, DRY_RUN="1", SEEDS="1")
+    assert res.returncode == 0, res.stderr
+    runs = {name: mc.parse_args(shlex.split(argv))
+            for name, argv in (line.split(": ", 1) for line in res.stdout.splitlines())}
+    assert runs["default-s1"].rdrop == 0 and runs["label-smoothing-s1"].rdrop == 0
+    assert runs["rdrop-s1"].rdrop == 1 and runs["rdrop-3-s1"].rdrop == 3
+    assert runs["rdrop-3-s1"].rdrop == mc.parse_args([]).rdrop
+
+
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
     env = dict(ROWS="default fgsm", SEEDS="1 2", STEPS="3")
     res = sweep("ablation", tmp_path, tiny_bert_dir, tiny_data_dir, **env)
