@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild results/quality.md: candidates for a better default, each a FULL main job (no flag
 # shortens it) at every seed of SEEDS, against the default of the time (BASE below) at the same
-# seeds: Δ overall with a 95% CI over the dev examples and the seeds (compare.py). A candidate becomes the default only
-# when its CI excludes 0. About 15 min per run on 2 cores (JOBS=2: two at a time, one core each).
+# seeds: Δ overall with a 95% CI over the dev examples and the seeds (compare.py). A candidate
+# becomes the default only when its CI excludes 0. About 15 min per run on 2 cores (21 with
+# R-Drop; JOBS=2: two at a time, one core each, about twice as long).
 #
 #   JOBS=2 bash sweeps/quality.sh
 #   SEEDS="11711 1 2" ROWS="default label-smoothing" bash sweeps/quality.sh
