@@ -114,6 +114,11 @@ class MultitaskBERT(nn.Module):
         plus the sentence embeddings used (`u`, and `v` for bi-encoded pairs)."""
         if task == "sst":
             u = self.embed(task, batch["a"], hook)
+            if self.training and self.args.msd > 1:
+                # multi-sample dropout (Inoue, 2019): several draws of the head's dropout masks on
+                # one encoding, for the price of the head only; the loss averages their losses
+                samples = torch.stack([self.sst_head(u) for _ in range(self.args.msd)])
+                return {"out": samples.mean(0), "samples": samples, "u": u}
             return {"out": self.sst_head(u), "u": u}
         cross = (self.args.para_head if task == "para" else self.args.sts_head) == "cross"
         if cross:
@@ -160,7 +165,9 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
     if task == "sst":
         # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
         # classes are easily confused (most errors are off by one), so hard targets overstate it.
-        loss = F.cross_entropy(out["out"].float(), y, label_smoothing=model.args.label_smoothing)
+        samples = out["samples"] if "samples" in out else out["out"][None]  # --msd: several
+        loss = torch.stack([F.cross_entropy(s.float(), y, label_smoothing=model.args.label_smoothing)
+                            for s in samples]).mean()
         if model.args.sst_ordinal:
             loss = loss + model.args.sst_ordinal * ordinal_log_loss(out["out"], y)
     elif task == "para":

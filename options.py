@@ -157,6 +157,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smart_wt", type=float, default=1.0, help="weight of the SMART term")
     g.add_argument("--smart_eps", type=float, default=1e-5, help="SMART perturbation bound (L-inf)")
     g.add_argument("--smart_steps", type=int, default=1, help="SMART projected ascent steps")
+    g.add_argument("--msd", type=int, default=1,
+                   help="multi-sample dropout on SST-5: the head's dropout drawn this many times on "
+                        "each encoding, their losses averaged (1 = off)")
     g.add_argument("--label_smoothing", type=float, default=0.0,
                    help="SST cross-entropy with label smoothing ε (Szegedy et al., 2016); 0 = off")
     g.add_argument("--sst_ordinal", type=float, default=0.0,

@@ -41,6 +41,7 @@ full rdrop            --rdrop 1              # SST-5: R-Drop, two dropout passes
 full dropout-0.2      --hidden_dropout_prob 0.2  # more dropout: is R-Drop's gain plain regularisation?
 full annealed         --sampling annealed    # task sampling from proportional to even over the run
 full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the two passes' KL: the default now
+full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \

@@ -233,7 +233,7 @@ def check_predictions(argv, tiny_data_dir):
     ("--fgsm",), ("--mnrl",), ("--pcgrad",), ("--pal",), ("--smart",),
     ("--para_head", "cross", "--sts_head", "cross"), ("--sampling", "annealed"), ("--update", "global"),
     ("--pair_orders", "both", "--sts_head", "cross"), ("--ema", "0.9"), ("--attention_dropout", "0"),
-    ("--para_cosine", "--pair_orders", "both"), ("--sst_ordinal", "1"), ("--rdrop", "1"),
+    ("--para_cosine", "--pair_orders", "both"), ("--sst_ordinal", "1"), ("--rdrop", "1"), ("--msd", "2"),
 ], ids=lambda f: " ".join(f))
 def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
     argv = run_argv("e2e", "--epochs", "1", "--steps_per_epoch", "4", *flags)
@@ -316,6 +316,24 @@ def test_rdrop_averages_two_dropout_passes_and_adds_their_kl_on_sst_only(tiny_mt
     got = mc.training_loss(model, "para", para, args)
     torch.manual_seed(6)
     assert got.item() == pytest.approx(mc.task_loss(model, "para", para)[0].item(), rel=1e-6)
+
+
+def test_msd_averages_the_losses_of_several_head_dropout_draws_on_one_encoding(tiny_mtbert, tiny_batch):
+    model, args = tiny_mtbert("--msd", "3", "--hidden_dropout_prob", "0.3", "--rdrop", "0")
+    batch = tiny_batch("sst", B=6)
+    model.eval()  # no dropout: one head, the plain logits
+    out = model("sst", batch)
+    assert "samples" not in out and out["out"].shape == (6, 5)
+    model.train()
+    torch.manual_seed(5)
+    loss, out = mc.task_loss(model, "sst", batch)
+    torch.manual_seed(5)  # by hand: one encoding, three draws of the head
+    u = model.embed("sst", batch["a"])
+    samples = [model.sst_head(u) for _ in range(3)]
+    assert not torch.allclose(samples[0], samples[1])
+    want = sum(torch.nn.functional.cross_entropy(s, batch["labels"]) for s in samples) / 3
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert torch.allclose(out["out"], torch.stack(samples).mean(0), atol=1e-6)
 
 
 def test_para_cosine_adds_the_learned_bi_encoder_cosine_to_the_cross_encoded_logit(tiny_bert_dir):
