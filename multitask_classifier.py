@@ -165,7 +165,7 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
     if task == "sst":
         # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
         # classes are easily confused (most errors are off by one), so hard targets overstate it.
-        samples = out["samples"] if "samples" in out else out["out"][None]  # --msd: several
+        samples = out["samples"] if "samples" in out else out["out"][None]  # --msd: a loss per draw
         loss = torch.stack([F.cross_entropy(s.float(), y, label_smoothing=model.args.label_smoothing)
                             for s in samples]).mean()
         if model.args.sst_ordinal:
