@@ -86,8 +86,8 @@ def model_key(config: dict | None):
     without config.json) never matches another run."""
     if config is None:
         return None
-    config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
-    # (run_config has already set the flags whose default changed since to their old value)
+    # a run saved before a flag existed ran at its default then: as_run, then today's defaults
+    config = {**parser_defaults(), **as_run(config)}
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
 

@@ -165,9 +165,10 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
     if task == "sst":
         # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
         # classes are easily confused (most errors are off by one), so hard targets overstate it.
-        samples = out["samples"] if "samples" in out else out["out"][None]  # --msd: a loss per draw
-        loss = torch.stack([F.cross_entropy(s.float(), y, label_smoothing=model.args.label_smoothing)
-                            for s in samples]).mean()
+        # --msd: [K, B, 5] head draws; one cross-entropy over all K·B rows is the mean of their losses
+        draws = out["samples"] if "samples" in out else out["out"][None]
+        loss = F.cross_entropy(draws.flatten(0, 1).float(), y.repeat(len(draws)),
+                               label_smoothing=model.args.label_smoothing)
         if model.args.sst_ordinal:
             loss = loss + model.args.sst_ordinal * ordinal_log_loss(out["out"], y)
     elif task == "para":
