@@ -20,7 +20,7 @@ import compare  # noqa: E402
 from evaluation import parse_metrics  # noqa: E402
 
 # Settings of a sweep itself rather than of the row: never shown as the row's flags.
-SWEEP_KEYS = {"out_dir", "no_predictions", "update", "seed", "resume", "overwrite", "config", "threads"}
+SWEEP_KEYS = {"out_dir", "no_predictions", "seed", "resume", "overwrite", "config", "threads"}
 
 
 def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str:
@@ -33,6 +33,8 @@ def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str
         skip |= {"epochs", "steps_per_epoch"}
     if config.get("option") == "pretrain":  # --option pretrain sets these itself
         skip |= {"lr", "head_lr"}
+    if config.get("pcgrad"):  # --pcgrad implies --update global
+        skip |= {"update"}
     out = []
     for k, v in config.items():
         if k in skip or k.endswith(("_out", "_train", "_dev", "_test")) or defaults.get(k) == v:
@@ -51,13 +53,32 @@ def finished(sweep_dir: Path) -> list[Path]:
 
 
 # -- ablation: configurations at several seeds, Δ against a reference ---------------------------
-def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Path | None,
-                   resamples: int = 10_000) -> str:
-    runs = finished(sweep_dir)
-    ref = [r for r in runs if compare.SEED_SUFFIX.sub("", r.name) == reference]
+def row_name(name: str) -> str:
+    """A sweep row's name: its run's or group's name without the seed (NAME-sSEED)."""
+    return compare.SEED_SUFFIX.sub("", name)
+
+
+def against(runs: list[Path], reference: str, resamples: int) -> list[dict]:
+    """compare.compare of every run, with the row named `reference` first: the rows' Δ against it."""
+    ref = [r for r in runs if row_name(r.name) == reference]
     if not ref:
-        raise SystemExit(f"{sweep_dir}: no finished run of the reference row {reference!r}")
-    rows = compare.compare(ref + [r for r in runs if r not in ref], resamples=resamples, seed=0)
+        raise SystemExit(f"no finished run of the reference row {reference!r}")
+    return compare.compare(ref + [r for r in runs if r not in ref], resamples=resamples, seed=0)
+
+
+def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Path | None,
+                   resamples: int = 10_000, versus: dict | None = None) -> str:
+    """`versus` {row: other reference}: rows measured on another base (a later default) get their Δ
+    against that row instead, from the same bootstrap replicates and pooled seed noise."""
+    runs, versus = finished(sweep_dir), versus or {}
+    try:
+        rows = against(runs, reference, resamples)
+        for other in {v for k, v in versus.items() if k in {row_name(r["name"]) for r in rows}}:
+            theirs = {r["name"]: r for r in against(runs, other, resamples)}
+            rows = [theirs[r["name"]] if versus.get(row_name(r["name"])) == other else r for r in rows]
+    except SystemExit as e:
+        raise SystemExit(f"{sweep_dir}: {e}") from None
+    moved = lambda r: row_name(r["reference"]) != reference  # compared with its own base
     if plot:
         compare.forest_plot(rows, plot)
     configs = {r["name"]: compare.run_config(r["runs"][0]) for r in rows}
@@ -66,7 +87,8 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
     for r in rows:
         m, sd = r["metrics"], r["sd"]
         cell = lambda k: compare._num(m[k]) + (f" ± {compare._num(sd[k])}" if sd[k] is not None else "")
-        delta = "reference" if r["delta"] is None else compare._ci(r["delta"]["overall"])
+        delta = ("reference" if r["delta"] is None else compare._ci(r["delta"]["overall"])
+                 + (f" vs {row_name(r['reference'])}" if moved(r) else ""))
         lines.append(f"| {r['name']}{' *' if r['significant'] else ''} | `{flags(configs[r['name']], steps == 'full', seed_rows=True)}` | "
                      f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
                      f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
@@ -77,10 +99,14 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
               "of the last step")
     caption = (f"Each run: the bundled MiniLM, {length}. Each row is one configuration at several "
                "seeds: mean ± sd over seeds. Δ overall: the row minus the reference row "
-               f"({reference}), mean over seeds, with {compare.ci_legend(rows)} Wall: minutes per run. "
+               f"({reference}), mean over seeds, with {compare.ci_legend(rows)} "
+               + ("A Δ marked 'vs X' is against row X instead: the row was measured on X's settings. "
+                  if any(map(moved, rows)) else "")
+               + "Wall: minutes per run. "
                + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
                + f"Rebuilt by `bash {script}`.")
-    ci_lines = [compare.delta_line(r) for r in rows[1:]]
+    ci_lines = [compare.delta_line(r) + (f" against {row_name(r['reference'])}" if moved(r) else "")
+                for r in rows[1:]]
     return "\n".join([caption, "", *lines, "", "```text", *ci_lines, "```"]) + "\n"
 
 
@@ -123,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--steps", default="?")
     ap.add_argument("--script", default="sweeps/ablation.sh", help="the command named in the caption")
     ap.add_argument("--reference", default="default", help="the row every other row is compared with")
+    ap.add_argument("--versus", nargs="*", default=[], metavar="ROW=REFERENCE",
+                    help="rows compared with another row instead (rows measured on a later default)")
     ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
     ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
@@ -131,8 +159,11 @@ def main(argv=None):
     if args.ensemble:
         text = ensemble_table(args.sweep_dir, args.ensemble, args.script)
     else:
+        versus = dict(v.split("=", 1) for v in args.versus if "=" in v)
+        if len(versus) != len(args.versus):
+            ap.error(f"--versus takes ROW=REFERENCE pairs, got {args.versus}")
         text = ablation_table(args.sweep_dir, args.reference, args.steps, args.script, args.plot,
-                              args.resamples)
+                              args.resamples, versus)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -42,9 +42,9 @@ full dropout-0.2      --hidden_dropout_prob 0.2  # more dropout: is R-Drop's gai
 full annealed         --sampling annealed    # task sampling from proportional to even over the run
 full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the two passes' KL: the default now
 full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
-# On today's default (R-Drop 3); collect.py compares these rows with rdrop-3 (VERSUS below).
+# On today's default (R-Drop 3): compared with rdrop-3, not with the old default (--versus below)
 full pcgrad           --pcgrad --rdrop 3     # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
-    --reference default --script sweeps/quality.sh
+    --reference default --versus pcgrad=rdrop-3 --script sweeps/quality.sh

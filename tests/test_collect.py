@@ -58,6 +58,27 @@ def test_ablation_rows_group_seeds_and_give_delta_with_ci(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_versus_rows_are_compared_with_their_own_base(tmp_path):
+    # a row measured on a later default (new) gets its Δ against that row, not the table's reference
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for seed in (1, 2):
+        _sweep_run(sweep, f"default-s{seed}", ["--seed", seed], sst_wrong=40)
+        _sweep_run(sweep, f"new-s{seed}", ["--seed", seed, "--fgsm"], sst_wrong=10)
+        _sweep_run(sweep, f"both-s{seed}", ["--seed", seed, "--fgsm", "--mnrl"], sst_wrong=10)
+    out = tmp_path / "t.md"
+    collect.main([str(sweep), str(out), "--resamples", "5000", "--versus", "both=new", "absent=new"])
+    text = out.read_text()
+    both = next(l for l in text.splitlines() if l.startswith("| both"))
+    assert "| +0.0000 [0.0000, 0.0000] vs new |" in both and "| both * |" not in both
+    assert "both: Δ overall +0.0000 95% CI [0.0000, 0.0000] against new" in text
+    new = next(l for l in text.splitlines() if l.startswith("| new"))
+    assert new.startswith("| new * |") and " vs " not in new  # against default: 30 fewer SST errors
+    assert "A Δ marked 'vs X' is against row X instead" in text
+    with pytest.raises(SystemExit, match="no finished run of the reference row 'gone'"):
+        collect.main([str(sweep), str(out), "--versus", "both=gone"])
+
+
 def test_missing_reference_is_refused(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()

@@ -62,6 +62,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["default-s1"].rdrop == 0 and runs["label-smoothing-s1"].rdrop == 0
     assert runs["rdrop-s1"].rdrop == 1 and runs["rdrop-3-s1"].rdrop == 3
     assert runs["rdrop-3-s1"].rdrop == mc.parse_args([]).rdrop
+    # rows on today's default (compared with rdrop-3 by collect.py --versus) keep R-Drop on
+    assert runs["pcgrad-s1"].pcgrad and runs["pcgrad-s1"].rdrop == 3
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
