@@ -41,7 +41,8 @@ import numpy as np
 
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
-from replay import as_run
+from base_bert import CheckpointError
+from replay import as_run, read_config
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
@@ -64,9 +65,9 @@ def load_run(folder) -> dict:
     if not scores.is_file():
         raise CompareError(f"{folder}: no dev_scores.npz (not a run folder, or a run from before "
                            "per-example dev scores were saved)")
+    config = run_config(folder)
     try:
         dev = load_dev_scores(scores)
-        config = run_config(folder)
         summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise CompareError(f"{folder}: unreadable run file ({' '.join(str(e).split())[:200]})") from None
@@ -75,10 +76,16 @@ def load_run(folder) -> dict:
 
 
 def run_config(folder) -> dict | None:
-    """A run's config.json as the run used it (flags added later at the value they were added
-    with: replay.as_run), None without one."""
+    """A run's config.json as the run used it (the reader of --config and --resume: checked
+    against the folder's manifest, flags added later at the value they were added with), None
+    without one."""
     file = Path(folder) / "config.json"
-    return as_run(json.loads(file.read_text())) if file.is_file() else None
+    if not file.is_file():
+        return None
+    try:
+        return read_config(file)
+    except CheckpointError as e:
+        raise CompareError(str(e)) from None
 
 
 def model_key(config: dict | None):

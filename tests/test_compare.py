@@ -207,6 +207,11 @@ def test_refuses_other_dev_ids_and_folders_without_scores(tmp_path, capsys):
     assert compare.main([str(a), str(empty)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "empty" in err and "dev_scores.npz" in err
+    # config.json is read as --config reads it: a bad one is the same one-line error
+    (a / "config.json").write_text("[1, 2]")
+    assert compare.main([str(a), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json: not a valid configuration" in err
 
 
 def test_cli_writes_markdown_and_forest_plot(tmp_path, capsys):
