@@ -44,7 +44,8 @@ full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the 
 full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
 # On today's default (R-Drop 3): compared with rdrop-3, not with the old default (--versus below)
 full pcgrad           --pcgrad --rdrop 3     # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
+full rdrop-5          --rdrop 5              # R-Drop's weight: does the step from 1 to 3 go on?
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
-    --reference default --versus pcgrad=rdrop-3 --script sweeps/quality.sh
+    --reference default --versus pcgrad=rdrop-3 rdrop-5=rdrop-3 --script sweeps/quality.sh
