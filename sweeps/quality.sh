@@ -46,7 +46,8 @@ full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 dr
 full pcgrad           --pcgrad --rdrop 3     # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
 full rdrop-5          --rdrop 5              # R-Drop's weight: does the step from 1 to 3 go on?
 full global           --update global --rdrop 3  # PCGrad's global updates without its projection
+full warmup-0         --warmup_ratio 0 --rdrop 3  # no warm-up: does the 10% linear warm-up earn its steps?
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
-    --reference default --versus pcgrad=rdrop-3 rdrop-5=rdrop-3 global=rdrop-3 --script sweeps/quality.sh
+    --reference default --versus pcgrad=rdrop-3 rdrop-5=rdrop-3 global=rdrop-3 warmup-0=rdrop-3 --script sweeps/quality.sh
