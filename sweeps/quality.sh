@@ -42,12 +42,19 @@ full dropout-0.2      --hidden_dropout_prob 0.2  # more dropout: is R-Drop's gai
 full annealed         --sampling annealed    # task sampling from proportional to even over the run
 full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the two passes' KL: the default now
 full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
-# On today's default (R-Drop 3): compared with rdrop-3, not with the old default (--versus below)
-full pcgrad           --pcgrad --rdrop 3     # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
-full rdrop-5          --rdrop 5              # R-Drop's weight: does the step from 1 to 3 go on?
-full global           --update global --rdrop 3  # PCGrad's global updates without its projection
-full warmup-0         --warmup_ratio 0 --rdrop 3  # no warm-up: does the 10% linear warm-up earn its steps?
+
+# Rows on today's default (R-Drop at weight 3): their Δ is against rdrop-3, not the old default.
+VERSUS=()
+today() {  # today NAME FLAGS...: `full` with R-Drop on (FLAGS come after it and win), vs rdrop-3
+    local name=$1; shift
+    VERSUS+=("$name=rdrop-3")
+    full "$name" --rdrop 3 "$@"
+}
+today pcgrad          --pcgrad               # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
+today rdrop-5         --rdrop 5              # R-Drop's weight: does the step from 1 to 3 go on?
+today global          --update global        # PCGrad's global updates without its projection
+today warmup-0        --warmup_ratio 0       # no warm-up: does the 10% linear warm-up earn its steps?
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
-    --reference default --versus pcgrad=rdrop-3 rdrop-5=rdrop-3 global=rdrop-3 warmup-0=rdrop-3 --script sweeps/quality.sh
+    --reference default --versus "${VERSUS[@]}" --script sweeps/quality.sh

@@ -64,6 +64,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["rdrop-3-s1"].rdrop == mc.parse_args([]).rdrop
     # rows on today's default (compared with rdrop-3 by collect.py --versus) keep R-Drop on
     assert runs["pcgrad-s1"].pcgrad and runs["pcgrad-s1"].rdrop == 3
+    assert runs["rdrop-5-s1"].rdrop == 5 and runs["warmup-0-s1"].warmup_ratio == 0
+    assert runs["global-s1"].update == "global" and not runs["global-s1"].pcgrad
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
