@@ -193,10 +193,11 @@ class Trainer:
         self.pretrained = snapshot(model.bert) if args.wise_alphas else None
         self.ema = WeightAverage(model, args.ema) if args.ema else None  # ema.py
         self._epoch, self._tasks = None, []
+        mix = ("global updates: a batch of every task" if args.update == "global"  # no task drawn
+               else f"local updates, {args.sampling} sampling")
         print(f"training {', '.join(f'{t}: {sizes[t]}' for t in self.tasks)} examples; "
-              f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; "
-              f"{args.update} updates, {args.sampling} sampling), dev evaluation every "
-              f"{self.plan.eval_every} steps; {sum(p.numel() for p in model.parameters()):,} parameters")
+              f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; {mix}), "
+              f"dev evaluation every {self.plan.eval_every} steps; {sum(p.numel() for p in model.parameters()):,} parameters")
 
     # -- start: a fresh run folder, or the saved state of an interrupted run ----------------------
     def start(self):

@@ -240,8 +240,10 @@ def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
     assert mc.main(argv) == 0
     out = capsys.readouterr().out
     assert "step 4 (epoch 1):" in out
-    if "--pcgrad" in flags or "--update" in flags:
-        assert "global updates" in out
+    if "--pcgrad" in flags or "--update" in flags:  # every task each step: no sampling to name
+        assert "global updates: a batch of every task" in out and "sampling" not in out
+    else:
+        assert f"local updates, {'annealed' if 'annealed' in flags else 'sqrt'} sampling" in out
     check_predictions(argv, tiny_data_dir)
 
 
