@@ -91,7 +91,8 @@ def test_flags_name_what_the_row_changes():
     cfg = lambda *a: vars(mc.parse_args(["--epochs", "1", "--steps_per_epoch", "9", "--seed", "3", *a]))
     assert collect.flags(cfg()) == "(defaults)"  # length and seed are the sweep's own settings
     assert collect.flags(cfg("--lr", "3e-4", "--no-freeze_embeddings", "--pcgrad")) == \
-        "--no-freeze_embeddings --lr 0.0003 --pcgrad"
+        "--no-freeze_embeddings --lr 0.0003 --pcgrad"  # not the --update global it implies
+    assert collect.flags(cfg("--update", "global")) == "--update global"  # a row of its own
     assert collect.flags(cfg("--option", "pretrain")) == "--option pretrain"  # not its implied lr
     assert collect.flags(cfg(), full_runs=True) == "--epochs 1.0 --steps_per_epoch 9 --seed 3"
     # full-length rows pooled over seeds (quality.sh): a longer run shows its length, not its seed
