@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from base_bert import CheckpointError
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
-from base_bert import CheckpointError
-from replay import as_run, read_config
+from replay import read_config
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
@@ -89,12 +89,12 @@ def run_config(folder) -> dict | None:
 
 
 def model_key(config: dict | None):
-    """What identifies the experiment: the configuration without the ignored keys. None (a run
-    without config.json) never matches another run."""
+    """What identifies the experiment: a run's configuration as run_config read it (flags whose
+    default changed already at the value they were added with) without the ignored keys. None (a
+    run without config.json) never matches another run."""
     if config is None:
         return None
-    # a run saved before a flag existed ran at its default then: as_run, then today's defaults
-    config = {**parser_defaults(), **as_run(config)}
+    config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
 

@@ -197,7 +197,8 @@ class Trainer:
                else f"local updates, {args.sampling} sampling")
         print(f"training {', '.join(f'{t}: {sizes[t]}' for t in self.tasks)} examples; "
               f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; {mix}), "
-              f"dev evaluation every {self.plan.eval_every} steps; {sum(p.numel() for p in model.parameters()):,} parameters")
+              f"dev evaluation every {self.plan.eval_every} steps; "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters")
 
     # -- start: a fresh run folder, or the saved state of an interrupted run ----------------------
     def start(self):
