@@ -54,6 +54,9 @@ today pcgrad          --pcgrad               # PCGrad, global updates: +0.017 [0
 today rdrop-5         --rdrop 5              # R-Drop's weight: does the step from 1 to 3 go on?
 today global          --update global        # PCGrad's global updates without its projection
 today warmup-0        --warmup_ratio 0       # no warm-up: does the 10% linear warm-up earn its steps?
+today llrd            --lr 2e-4 --layer_decay 0.8  # layer-wise lr: top layer 2e-4, each one down x0.8
+today batch-16        --batch_size 16        # twice the steps on half the batch, same examples
+today embeddings      --no-freeze_embeddings # train the word embeddings as well
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \

@@ -57,8 +57,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     # row against the old default (R-Drop off), and the adopted row is the default now
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, DRY_RUN="1", SEEDS="1")
     assert res.returncode == 0, res.stderr
-    runs = {name: mc.parse_args(shlex.split(argv))
-            for name, argv in (line.split(": ", 1) for line in res.stdout.splitlines())}
+    argvs = dict(line.split(": ", 1) for line in res.stdout.splitlines())
+    runs = {name: mc.parse_args(shlex.split(argv)) for name, argv in argvs.items()}
     assert runs["default-s1"].rdrop == 0 and runs["label-smoothing-s1"].rdrop == 0
     assert runs["rdrop-s1"].rdrop == 1 and runs["rdrop-3-s1"].rdrop == 3
     assert runs["rdrop-3-s1"].rdrop == mc.parse_args([]).rdrop
@@ -66,6 +66,10 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["pcgrad-s1"].pcgrad and runs["pcgrad-s1"].rdrop == 3
     assert runs["rdrop-5-s1"].rdrop == 5 and runs["warmup-0-s1"].warmup_ratio == 0
     assert runs["global-s1"].update == "global" and not runs["global-s1"].pcgrad
+    assert runs["llrd-s1"].layer_decay == 0.8 and runs["llrd-s1"].lr == 2e-4
+    assert "--batch_size 16" in argvs["batch-16-s1"]  # the tests' EXTRA sets a smaller batch after it
+    assert not runs["embeddings-s1"].freeze_embeddings
+    assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings"))
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
