@@ -114,11 +114,6 @@ class MultitaskBERT(nn.Module):
         plus the sentence embeddings used (`u`, and `v` for bi-encoded pairs)."""
         if task == "sst":
             u = self.embed(task, batch["a"], hook)
-            if self.training and self.args.msd > 1:
-                # multi-sample dropout (Inoue, 2019): several draws of the head's dropout masks on
-                # one encoding, for the price of the head only; the loss averages their losses
-                samples = torch.stack([self.sst_head(u) for _ in range(self.args.msd)])
-                return {"out": samples.mean(0), "samples": samples, "u": u}
             return {"out": self.sst_head(u), "u": u}
         cross = (self.args.para_head if task == "para" else self.args.sts_head) == "cross"
         if cross:
@@ -163,10 +158,16 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
     out = model(task, batch, hook)
     y = batch["labels"]
     if task == "sst":
-        # Label smoothing spreads ε of each target over the other classes: SST-5's neighbouring
-        # classes are easily confused (most errors are off by one), so hard targets overstate it.
-        # --msd: [K, B, 5] head draws; one cross-entropy over all K·B rows is the mean of their losses
-        draws = out["samples"] if "samples" in out else out["out"][None]
+        draws = out["out"][None]  # [K, B, 5]: K draws of the head's dropout on one encoding
+        if model.args.msd > 1 and model.training:
+            # --msd K, multi-sample dropout (Inoue, 2019): K - 1 more draws for the price of the
+            # head only; the output (what R-Drop and the ordinal loss read) is their mean
+            more = [model.sst_head(out["u"]) for _ in range(model.args.msd - 1)]
+            draws = torch.stack([out["out"], *more])
+            out["out"] = draws.mean(0)
+        # One cross-entropy over all K·B rows is the mean of the K draws' losses. Label smoothing
+        # spreads ε of each target over the other classes: SST-5's neighbouring classes are easily
+        # confused (most errors are off by one), so hard targets overstate it.
         loss = F.cross_entropy(draws.flatten(0, 1).float(), y.repeat(len(draws)),
                                label_smoothing=model.args.label_smoothing)
         if model.args.sst_ordinal:
