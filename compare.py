@@ -19,6 +19,9 @@ sqrt(1/n + 1/n_ref), t-distributed with the pooled degrees of freedom). With one
 that noise cannot be estimated and the CI covers the dev examples only; the legend says which.
 Rows whose Δ overall CI excludes 0 are marked `*`.
 --no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
+--ensemble adds, after the others, a row for each group of several seeds: the ensemble of its runs
+(their dev scores averaged, as `multitask_classifier.py --eval_only --checkpoint RUN...` predicts),
+with its Δ and CI like any row.
 
 From Python (e.g. a sweep's ablation table against a reference group):
 
@@ -273,21 +276,53 @@ def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: i
     return out
 
 
-def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = True) -> list[dict]:
+def ensemble_run(group: dict, tasks: list[str]) -> dict:
+    """A group's runs as one run: each task's dev scores averaged over them, the scores that
+    `multitask_classifier.py --eval_only --checkpoint RUN...` predicts with, so its metrics are
+    that ensemble's, without running a model. Its wall time is the members' sum: what it costs."""
+    members = group["runs"]
+    dev = {t: {**members[0]["dev"][t], "scores": np.mean([r["dev"][t]["scores"] for r in members], 0)}
+           for t in tasks}
+    walls = [r["wall_s"] for r in members]
+    return {"path": " + ".join(str(r["path"]) for r in members), "name": f"{group['name']} ensemble",
+            "config": None, "dev": dev, "wall_s": None if None in walls else sum(walls)}
+
+
+def with_ensembles(groups: list[dict], tasks: list[str]) -> list[dict]:
+    """The groups, then for every group of two or more runs a group of one: their ensemble
+    (ensemble_run). Last, so that the other rows keep their places and with them their CIs."""
+    several = [g for g in groups if len(g["runs"]) > 1]
+    if not several:
+        raise CompareError("--ensemble: no group of two or more runs to ensemble (give each "
+                           "configuration at several seeds)")
+    return groups + [{"name": f"{g['name']} ensemble", "runs": [ensemble_run(g, tasks)],
+                      "seeds": [f"ensemble of {len(g['runs'])}"]} for g in several]
+
+
+def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = True,
+            ensembles: bool = False) -> list[dict]:
     """One row per group of runs (the first is the reference): {"name", "runs" (paths), "seeds",
     "metrics" (mean over seeds), "sd" (None below 2 seeds), "wall_s", "delta" ({metric: (Δ, lo,
     hi)}; None for the reference), "significant" (Δ overall CI excludes 0), "reference" (name),
     "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
-    two seeds), "seed_df"}. Notes name tasks left out; they are printed to stderr too."""
+    two seeds), "seed_df"}. Notes name tasks left out; they are printed to stderr too.
+
+    `ensembles`: for each group of several seeds, a row for their ensemble (with_ensembles). It
+    counts as one run: its CI carries the training noise of one seed, more than the average of
+    several models has, so it errs wide."""
     runs = [load_run(d) for d in dirs]
     if not runs:
         raise CompareError("no run folders given")
     tasks, notes = common_tasks(runs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    groups = group_runs(runs, by_seed)
+    if ensembles:
+        groups = with_ensembles(groups, tasks)
+    # (a run's replicates do not depend on which runs come with it, or in which order)
+    runs = [r for g in groups for r in g["runs"]]
     for run, rep in zip(runs, replicate_metrics(runs, tasks, resamples, seed)):
         run["replicates"] = rep
-    groups = group_runs(runs, by_seed)
     per_seed = [[with_overall(run_metrics(r, tasks)) for r in g["runs"]] for g in groups]
     replicates = [[with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
     spread, df = seed_spread(per_seed, replicates)
@@ -414,11 +449,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--no_group", action="store_true", help="one row per run, even for runs "
                                                             "differing only by seed")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="for each group of several seeds, a row for their ensemble (dev scores "
+                         "averaged, as --eval_only --checkpoint RUN... predicts)")
     args = ap.parse_args(argv)
     try:
         if args.resamples < 5000:
             raise CompareError(f"--resamples {args.resamples}: use at least 5,000 for stable 95% CIs")
-        rows = compare(args.runs, args.resamples, args.seed, by_seed=not args.no_group)
+        rows = compare(args.runs, args.resamples, args.seed, by_seed=not args.no_group,
+                       ensembles=args.ensemble)
         text = markdown(rows)
         print(text, end="")
         if args.out:

@@ -31,7 +31,7 @@ import trainer
 import multitask_classifier as mc
 import options
 from batching import TASKS
-from evaluation import HEADERS, decide
+from evaluation import HEADERS, decide, parse_metrics
 from run_folder import load_state, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +266,23 @@ def test_ensemble_predicts_the_mean_of_its_members_scores(smoke, tiny_bert_dir, 
         np.testing.assert_allclose(got, decide(t, (first + second) / 2), atol=1e-4)  # STS is written to 4 places
     printed = capsys.readouterr().out
     assert "ensemble dev:" in printed and printed.count("sst_acc") == 3  # two members, then the ensemble
+
+
+def test_compare_ensemble_rows_score_what_an_ensemble_predicts(smoke, tiny_bert_dir, tiny_data_dir, tmp_path,
+                                                              capsys):
+    # compare.py --ensemble averages the runs' saved dev scores instead of running the models:
+    # the same metrics as --eval_only --checkpoint with both runs, for none of its inference
+    import compare
+    other = tmp_path / "s5"
+    assert mc.main(tiny_argv(tiny_bert_dir, tiny_data_dir, other, *SMOKE, "--seed", "5")) == 0
+    capsys.readouterr()
+    argv = tiny_argv(tiny_bert_dir, tiny_data_dir, tmp_path / "ens", "--checkpoint", smoke.run,
+                     other / "run", "--eval_only")
+    assert mc.main(argv) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("ensemble dev: "))
+    rows = compare.compare([smoke.run, other / "run"], resamples=5000, ensembles=True)
+    assert rows[0]["seeds"] == [11711, 5] and rows[1]["seeds"] == ["ensemble of 2"]
+    assert {k: round(v, 4) for k, v in rows[1]["metrics"].items()} == parse_metrics(line)
 
 
 def test_checkpoint_without_eval_only_is_refused(smoke, tiny_bert_dir, tiny_data_dir, tmp_path, capsys):

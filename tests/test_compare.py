@@ -12,7 +12,8 @@ import torch
 
 import compare
 import multitask_classifier as mc
-from evaluation import save_dev_scores
+from batching import TASKS
+from evaluation import METRIC_NAMES, decide, save_dev_scores, task_metric
 
 SIZES = {"sst": 200, "para": 150, "sts": 100}
 B = 2000  # resamples: enough for stable percentiles, fast
@@ -135,6 +136,31 @@ def test_the_group_replicate_is_the_mean_over_seeds(tmp_path):
     t = np.random.default_rng([0, 7919, 1]).standard_t(1, size=B)
     noisy = np.percentile(delta + beyond * np.sqrt(1 / 2 + 1) * t, [2.5, 97.5])
     assert rows[1]["delta"]["sst_acc"][1:] == pytest.approx(tuple(noisy))
+
+
+def test_ensemble_rows_score_the_mean_of_their_seeds_scores_and_leave_the_other_rows_alone(tmp_path, capsys):
+    ref = make_run(tmp_path / "ref", ["--lr", 3e-4], sst_wrong=20, wall_s=100)
+    seeds = [make_run(tmp_path / f"x-s{k}", ["--seed", k], sst_wrong=4 * k, para_wrong=k,
+                      sts_noise=1.0, sts_seed=k, wall_s=60 * k) for k in (1, 2, 3)]
+    plain = compare.compare([ref, *seeds], resamples=B)
+    rows = compare.compare([ref, *seeds], resamples=B, ensembles=True)
+    assert rows[:2] == plain  # the ensemble row comes last: the others keep their CIs
+    e = rows[2]
+    assert (e["name"], e["seeds"], e["sd"]["overall"]) == ("x ensemble", ["ensemble of 3"], None)
+    assert e["wall_s"] == 60 + 120 + 180  # what training the three cost
+    # by hand: every task's scores averaged over the seeds, then decided and scored
+    dev = [np.load(s / "dev_scores.npz") for s in seeds]
+    want = {METRIC_NAMES[t]: task_metric(t, decide(t, np.mean([d[f"{t}_scores"] for d in dev], 0)),
+                                         dev[0][f"{t}_labels"]) for t in TASKS}
+    assert e["metrics"] == pytest.approx(compare.with_overall(want))
+    # averaging three independent noises: the ensemble's STS r beats its best member's
+    assert e["metrics"]["sts_r"] > max(compare.run_metrics(compare.load_run(s), ["sts"])["sts_r"] for s in seeds)
+    assert e["delta"]["overall"][0] == pytest.approx(e["metrics"]["overall"] - rows[0]["metrics"]["overall"])
+    # the command line; without a group of several seeds there is nothing to ensemble
+    assert compare.main([str(ref), *map(str, seeds), "--ensemble", "--resamples", "5000"]) == 0
+    assert "| x ensemble | ensemble of 3 |" in capsys.readouterr().out
+    assert compare.main([str(ref), str(seeds[0]), "--ensemble", "--resamples", "5000"]) == 2
+    assert "no group of two or more runs" in capsys.readouterr().err
 
 
 def test_seed_spread_pools_what_the_bootstrap_does_not_explain():
