@@ -57,8 +57,7 @@ today warmup-0        --warmup_ratio 0       # no warm-up: does the 10% linear w
 today llrd            --lr 2e-4 --layer_decay 0.8  # layer-wise lr: top layer 2e-4, each one down x0.8
 today batch-16        --batch_size 16        # twice the steps on half the batch, same examples
 today embeddings      --no-freeze_embeddings # train the word embeddings as well
-today lr-5e-5         --lr 5e-5              # the encoder's peak lr, tuned at 600 steps only: half of it
-today lr-2e-4         --lr 2e-4              # and twice it (llrd's top layer, without the decay below)
+today lr-5e-5         --lr 5e-5              # half the encoder's peak lr (tuned at 600 steps only)
 
 wait  # for runs still going (JOBS>1)
 [ -n "${DRY_RUN:-}" ] || $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full \
