@@ -67,10 +67,13 @@ def against(runs: list[Path], reference: str, resamples: int) -> list[dict]:
 
 
 def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Path | None,
-                   resamples: int = 10_000, versus: dict | None = None) -> str:
+                   resamples: int = 10_000, versus: dict | None = None, only=None) -> str:
     """`versus` {row: other reference}: rows measured on another base (a later default) get their Δ
-    against that row instead, from the same bootstrap replicates and pooled seed noise."""
+    against that row instead, from the same bootstrap replicates and pooled seed noise. `only`:
+    the rows to tabulate (all of the folder's when None); the others' runs are not read."""
     runs, versus = finished(sweep_dir), versus or {}
+    if only is not None:
+        runs = [r for r in runs if row_name(r.name) in set(only)]
     try:
         rows = against(runs, reference, resamples)
         for other in {v for k, v in versus.items() if k in {row_name(r["name"]) for r in rows}}:
@@ -151,6 +154,8 @@ def main(argv=None):
     ap.add_argument("--reference", default="default", help="the row every other row is compared with")
     ap.add_argument("--versus", nargs="*", default=[], metavar="ROW=REFERENCE",
                     help="rows compared with another row instead (rows measured on a later default)")
+    ap.add_argument("--only", nargs="+", metavar="ROW",
+                    help="tabulate only these rows (a table of a part of the sweep)")
     ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
     ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
@@ -163,7 +168,7 @@ def main(argv=None):
         if len(versus) != len(args.versus):
             ap.error(f"--versus takes ROW=REFERENCE pairs, got {args.versus}")
         text = ablation_table(args.sweep_dir, args.reference, args.steps, args.script, args.plot,
-                              args.resamples, versus)
+                              args.resamples, versus, args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

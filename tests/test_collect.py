@@ -79,6 +79,23 @@ def test_versus_rows_are_compared_with_their_own_base(tmp_path):
         collect.main([str(sweep), str(out), "--versus", "both=gone"])
 
 
+def test_only_tabulates_the_named_rows(tmp_path):
+    # a machine holding only some rows' runs rebuilds the table of those rows, and no other
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for seed in (1, 2):
+        _sweep_run(sweep, f"old-s{seed}", ["--seed", seed], sst_wrong=40)
+        _sweep_run(sweep, f"new-s{seed}", ["--seed", seed, "--fgsm"], sst_wrong=10)
+        _sweep_run(sweep, f"try-s{seed}", ["--seed", seed, "--fgsm", "--mnrl"], sst_wrong=20)
+    out = tmp_path / "t.md"
+    collect.main([str(sweep), str(out), "--resamples", "5000", "--reference", "new", "--only", "new", "try"])
+    rows = [l for l in out.read_text().splitlines() if l.startswith("| ") and not l.startswith("| run")]
+    assert [r.split(" | ")[0] for r in rows] == ["| new", "| try *"]  # 10 more SST errors of 200: a loss
+    assert "| reference |" in rows[0] and "| old" not in out.read_text()
+    with pytest.raises(SystemExit, match="no finished run of the reference row 'old'"):
+        collect.main([str(sweep), str(out), "--reference", "old", "--only", "new", "try"])
+
+
 def test_missing_reference_is_refused(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()

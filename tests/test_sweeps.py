@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("ablation", "tuning", "ensemble", "quality")
 
 
-def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str,
+def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str, flags=(),
           **env) -> subprocess.CompletedProcess:
-    extra = ["--bert_model", str(tiny_bert_dir), "--threads", "1", "--batch_size", "8", "--eval_batch_size", "16"]
+    """The sweep script on the tiny model and data; `flags` go to every run after the row's own."""
+    extra = ["--bert_model", str(tiny_bert_dir), "--threads", "1", "--batch_size", "8", "--eval_batch_size", "16",
+             *flags]
     for flag, (name, _) in DATA_FILES.items():
         extra += [f"--{flag}", str(tiny_data_dir / name)]
     for t in ("sst", "para", "sts"):
@@ -70,7 +72,23 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert "--batch_size 16" in argvs["batch-16-s1"]  # the tests' EXTRA sets a smaller batch after it
     assert not runs["embeddings-s1"].freeze_embeddings
     assert runs["lr-5e-5-s1"].lr == 5e-5
-    assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings", "lr-5e-5"))
+    assert runs["dropout-0.05-s1"].hidden_dropout_prob == 0.05 and runs["head-lr-3e-3-s1"].head_lr == 3e-3
+    assert runs["proportional-s1"].sampling == "proportional"
+    assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings", "lr-5e-5",
+                                                        "dropout-0.05", "head-lr-3e-3", "proportional"))
+
+
+def test_quality_rows_on_todays_default_alone_make_their_own_table(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # a fresh machine without the old default's runs: only the table of today's rows is rebuilt
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="rdrop-3 head-lr-3e-3", SEEDS="1 2",
+                flags=("--epochs", "1", "--steps_per_epoch", "2"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (tmp_path / "results" / "quality.md").exists()
+    table = (tmp_path / "results" / "quality-today.md").read_text()
+    rows = [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
+    assert rows == ["| rdrop-3", "| head-lr-3e-3"]  # today's default first, as the reference
+    row = next(l for l in table.splitlines() if l.startswith("| head-lr-3e-3"))
+    assert "--head_lr 0.003" in row and "| 2 |" in row and "head-lr-3e-3: Δ overall" in table
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
