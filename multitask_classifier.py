@@ -253,9 +253,6 @@ def compile_encoder(bert: BertModel):
 
 
 def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
-    # (flag conflicts first: before any weights are read)
-    if args.para_cosine and args.para_head != "cross":
-        raise RunError("--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)")
     if checkpoint is None:
         # Attention dropout defaults to the checkpoint's (0.1 for MiniLM and BERT); at 0, CPU
         # scaled_dot_product_attention may take its fused kernel (dropout forces the math path).

@@ -50,6 +50,13 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def conflict(args: argparse.Namespace) -> str | None:
+    """Flags that cannot go together, as the one line the parser prints; None where none clash."""
+    if args.para_cosine and args.para_head != "cross":
+        return "--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)"
+    return None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line, over a saved configuration when --config names one."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -57,7 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     config = config_file(argv)
     if config:
         argv = saved_argv(Path(config), parser, drop=NOT_REPLAYED) + argv
-    return resolve(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    clash = conflict(args)
+    if clash:
+        parser.error(clash)  # usage and the one line, exit status 2, before any file is read
+    return resolve(args)
 
 
 def saved_args(folder: Path, file: str) -> argparse.Namespace:

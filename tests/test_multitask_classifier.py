@@ -340,7 +340,6 @@ def test_msd_averages_the_losses_of_several_head_dropout_draws_on_one_encoding(t
 
 def test_para_cosine_adds_the_learned_bi_encoder_cosine_to_the_cross_encoded_logit(tiny_bert_dir):
     from tokenizer import BertTokenizer
-    from trainer import RunError
 
     tok = BertTokenizer(tiny_bert_dir / "vocab.txt")
     args = mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine"])
@@ -357,8 +356,6 @@ def test_para_cosine_adds_the_learned_bi_encoder_cosine_to_the_cross_encoded_log
     assert torch.allclose(out, want, atol=1e-5)
     torch.nn.functional.binary_cross_entropy_with_logits(out, batch["labels"].float()).backward()
     assert model.para_cos.grad.abs().sum() > 0  # learned, as a head parameter
-    with pytest.raises(RunError, match="--para_cosine needs --para_head cross"):
-        mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine", "--para_head", "concat"]))
 
 
 # -- --pair_orders both and --attention_dropout ----------------------------------------------------

@@ -42,3 +42,13 @@ def test_a_bad_flag_exits_with_status_2(capsys):
     with pytest.raises(SystemExit) as e:
         options.parse_args(["--sampling", "nonsense"])
     assert e.value.code == 2 and "--sampling" in capsys.readouterr().err
+
+
+def test_clashing_flags_exit_with_status_2_and_one_line(capsys):
+    # caught by the parser, before data or weights are read (build_model used to find it)
+    with pytest.raises(SystemExit) as e:
+        options.parse_args(["--para_cosine", "--para_head", "concat"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].endswith("--para_cosine needs --para_head cross (the bi-encoded "
+                                                  "head already reads both sentences)")
+    assert options.parse_args(["--para_cosine"]).para_cosine  # with the default cross-encoded head
