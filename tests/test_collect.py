@@ -58,14 +58,20 @@ def test_ablation_rows_group_seeds_and_give_delta_with_ci(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_versus_rows_are_compared_with_their_own_base(tmp_path):
-    # a row measured on a later default (new) gets its Δ against that row, not the table's reference
+def _three_rows(tmp_path: Path, both_wrong: int) -> Path:
+    """A sweep of rows default (40 SST errors), new (--fgsm, 10) and both (--fgsm --mnrl), two seeds each."""
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     for seed in (1, 2):
         _sweep_run(sweep, f"default-s{seed}", ["--seed", seed], sst_wrong=40)
         _sweep_run(sweep, f"new-s{seed}", ["--seed", seed, "--fgsm"], sst_wrong=10)
-        _sweep_run(sweep, f"both-s{seed}", ["--seed", seed, "--fgsm", "--mnrl"], sst_wrong=10)
+        _sweep_run(sweep, f"both-s{seed}", ["--seed", seed, "--fgsm", "--mnrl"], sst_wrong=both_wrong)
+    return sweep
+
+
+def test_versus_rows_are_compared_with_their_own_base(tmp_path):
+    # a row measured on a later default (new) gets its Δ against that row, not the table's reference
+    sweep = _three_rows(tmp_path, both_wrong=10)
     out = tmp_path / "t.md"
     collect.main([str(sweep), str(out), "--resamples", "5000", "--versus", "both=new", "absent=new"])
     text = out.read_text()
@@ -81,19 +87,14 @@ def test_versus_rows_are_compared_with_their_own_base(tmp_path):
 
 def test_only_tabulates_the_named_rows(tmp_path):
     # a machine holding only some rows' runs rebuilds the table of those rows, and no other
-    sweep = tmp_path / "sweep"
-    sweep.mkdir()
-    for seed in (1, 2):
-        _sweep_run(sweep, f"old-s{seed}", ["--seed", seed], sst_wrong=40)
-        _sweep_run(sweep, f"new-s{seed}", ["--seed", seed, "--fgsm"], sst_wrong=10)
-        _sweep_run(sweep, f"try-s{seed}", ["--seed", seed, "--fgsm", "--mnrl"], sst_wrong=20)
+    sweep = _three_rows(tmp_path, both_wrong=20)
     out = tmp_path / "t.md"
-    collect.main([str(sweep), str(out), "--resamples", "5000", "--reference", "new", "--only", "new", "try"])
+    collect.main([str(sweep), str(out), "--resamples", "5000", "--reference", "new", "--only", "new", "both"])
     rows = [l for l in out.read_text().splitlines() if l.startswith("| ") and not l.startswith("| run")]
-    assert [r.split(" | ")[0] for r in rows] == ["| new", "| try *"]  # 10 more SST errors of 200: a loss
-    assert "| reference |" in rows[0] and "| old" not in out.read_text()
-    with pytest.raises(SystemExit, match="no finished run of the reference row 'old'"):
-        collect.main([str(sweep), str(out), "--reference", "old", "--only", "new", "try"])
+    assert [r.split(" | ")[0] for r in rows] == ["| new", "| both *"]  # 10 more SST errors of 200: a loss
+    assert "| reference |" in rows[0] and "| default" not in out.read_text()
+    with pytest.raises(SystemExit, match="no finished run of the reference row 'default'"):
+        collect.main([str(sweep), str(out), "--only", "new", "both"])
 
 
 def test_missing_reference_is_refused(tmp_path):
