@@ -73,7 +73,8 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
     the rows to tabulate (all of the folder's when None); the others' runs are not read."""
     runs, versus = finished(sweep_dir), versus or {}
     if only is not None:
-        runs = [r for r in runs if row_name(r.name) in set(only)]
+        keep = set(only)
+        runs = [r for r in runs if row_name(r.name) in keep]
     try:
         rows = against(runs, reference, resamples)
         for other in {v for k, v in versus.items() if k in {row_name(r["name"]) for r in rows}}:

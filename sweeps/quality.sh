@@ -44,10 +44,11 @@ full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the 
 full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
 
 # Rows on today's default (R-Drop at weight 3): their Δ is against rdrop-3, not the old default.
+TODAY_REF=rdrop-3  # the row that is today's default
 VERSUS=()
-today() {  # today NAME FLAGS...: `full` with R-Drop on (FLAGS come after it and win), vs rdrop-3
+today() {  # today NAME FLAGS...: `full` with R-Drop on (FLAGS come after it and win), vs TODAY_REF
     local name=$1; shift
-    VERSUS+=("$name=rdrop-3")
+    VERSUS+=("$name=$TODAY_REF")
     full "$name" --rdrop 3 "$@"
 }
 today pcgrad          --pcgrad               # PCGrad, global updates: +0.017 [0.007, 0.027] at 250 steps
@@ -71,8 +72,8 @@ if has_runs default; then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full --reference default \
         --versus "${VERSUS[@]}" --script sweeps/quality.sh
 fi
-# The rows on today's default alone, against rdrop-3 (today's default itself) at their seeds.
-if has_runs rdrop-3; then
-    $PY sweeps/collect.py "$OUT" "$RESULTS/quality-today.md" --steps full --reference rdrop-3 \
-        --only rdrop-3 "${VERSUS[@]%%=*}" --script sweeps/quality.sh
+# The rows on today's default alone, against today's default itself at their seeds.
+if has_runs "$TODAY_REF"; then
+    $PY sweeps/collect.py "$OUT" "$RESULTS/quality-today.md" --steps full --reference "$TODAY_REF" \
+        --only "$TODAY_REF" "${VERSUS[@]%%=*}" --script sweeps/quality.sh
 fi
