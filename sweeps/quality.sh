@@ -62,6 +62,7 @@ today lr-5e-5         --lr 5e-5              # half the encoder's peak lr (tuned
 today dropout-0.05    --hidden_dropout_prob 0.05  # less dropout: 0.2 cost 0.006; does 0.05 gain?
 today head-lr-3e-3    --head_lr 3e-3         # the heads' lr the other way from 1e-4 (-0.005, unresolved)
 today proportional    --sampling proportional  # steps from STS (flat after epoch 1) to PARA (still climbing)
+today epochs-3        --epochs 3             # 2,886 steps instead of 2,405: what the 25 min budget has room for
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
