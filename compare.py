@@ -384,6 +384,20 @@ def ci_legend(rows: list[dict]) -> str:
     return text + " `*`: the 95% CI of Δ overall excludes 0."
 
 
+def chance_note(rows: list[dict], keys=None) -> str:
+    """How many of the table's Δ CIs (of `keys`, default every metric) exclude 0, against how many
+    would by chance alone: with many rows and four metrics a row, a CI or two that excludes 0 is
+    expected even where no change is real (a 2-seed SST gain in results/quality-today.md did not
+    survive two more seeds). '' for a table without Δ."""
+    cis = [r["delta"][k] for r in rows if r["delta"] for k in (keys or r["delta"]) if k in r["delta"]]
+    if not cis:
+        return ""
+    out = sum(lo > 0 or hi < 0 for _, lo, hi in cis)
+    return (f"{out} of the {len(cis)} 95% CIs of Δ here exclude 0; were no change real, about "
+            f"{0.05 * len(cis):.1f} would by chance (1 in 20), so one such CI among many is weak "
+            "evidence until more seeds repeat it.")
+
+
 def markdown(rows: list[dict]) -> str:
     """The comparison table, its legend, and one `NAME: Δ overall ... 95% CI [...]` line per row."""
     ref, keys = rows[0]["reference"], list(TITLES)
@@ -409,7 +423,8 @@ def markdown(rows: list[dict]) -> str:
             cells.append(f"{r['wall_s'] / 60:.1f}" if r["wall_s"] is not None else "–")
         lines.append("| " + " | ".join(cells) + " |")
     legend = f"Δ: the row minus {ref}, with {ci_legend(rows)} Groups of seeds: mean ± sd over seeds."
-    lines += ["", legend]
+    chance = chance_note(rows)
+    lines += ["", legend + (" " + chance if chance else "")]
     lines += [f"Note: {n}." for n in rows[0]["notes"]]
     if len(rows) > 1:
         lines += ["", "```text", *(delta_line(r) for r in rows[1:]), "```"]

@@ -97,6 +97,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
                      f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
                      f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
     single = any(len(c.get("tasks", [])) == 1 for c in configs.values())
+    chance = compare.chance_note(rows, ["overall"])
     length = ("the full main job (2.5 passes over the training data, 2,405 steps of batch 32, unless "
               "a row's flags set another length), dev metrics of its best evaluation" if steps == "full" else
               f"one epoch of {steps} optimizer steps on the full training data (batch 32), dev metrics "
@@ -106,7 +107,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
                f"({reference}), mean over seeds, with {compare.ci_legend(rows)} "
                + ("A Δ marked 'vs X' is against row X instead: the row was measured on X's settings. "
                   if any(map(moved, rows)) else "")
-               + "Wall: minutes per run. "
+               + (chance + " " if chance else "") + "Wall: minutes per run. "
                + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
                + f"Rebuilt by `bash {script}`.")
     ci_lines = [compare.delta_line(r) + (f" against {row_name(r['reference'])}" if moved(r) else "")

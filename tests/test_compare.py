@@ -253,8 +253,20 @@ def test_cli_writes_markdown_and_forest_plot(tmp_path, capsys):
     assert line and 0 < float(line[2]) < float(line[1]) < float(line[3])
     assert re.search(r"^same: Δ overall -0\.00\d\d 95% CI \[-0\.\d{4}, 0\.\d{4}\]$", out, re.MULTILINE)
     assert "| better * |" in out and "| same |" in out and "`*`" in out
+    assert re.search(r"\d of the 8 95% CIs of Δ here exclude 0; were no change real, about 0\.4 ", out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     assert compare.main([str(a), "--resamples", "100"]) == 2  # too few for a 95% CI
+
+
+def test_the_chance_note_counts_the_cis_that_exclude_0_against_one_in_twenty():
+    rows = [{"delta": None},
+            {"delta": {"overall": (0.010, 0.002, 0.020), "sst_acc": (0.03, -0.01, 0.07)}},
+            {"delta": {"overall": (-0.010, -0.020, -0.001), "sst_acc": (0.0, -0.05, 0.05)}},
+            {"delta": {"overall": (0.001, -0.004, 0.006), "sst_acc": (0.04, 0.01, 0.07)}}]
+    assert compare.chance_note(rows).startswith("3 of the 6 95% CIs of Δ here exclude 0; were no change "
+                                                "real, about 0.3 would by chance")
+    assert compare.chance_note(rows, ["overall"]).startswith("2 of the 3 95% CIs")
+    assert compare.chance_note(rows, ["sts_r"]) == compare.chance_note(rows[:1]) == ""
 
 
 def test_same_seed_same_ci(tmp_path):
