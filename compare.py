@@ -394,7 +394,7 @@ def chance_note(rows: list[dict], keys=None) -> str:
         return ""
     out = sum(lo > 0 or hi < 0 for _, lo, hi in cis)
     return (f"{out} of the {len(cis)} 95% CIs of Δ here exclude 0; were no change real, about "
-            f"{0.05 * len(cis):.1f} would by chance (1 in 20), so one such CI among many is weak "
+            f"{0.05 * len(cis):.2g} would by chance (1 in 20), so one such CI among many is weak "
             "evidence until more seeds repeat it.")
 
 

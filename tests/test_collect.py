@@ -55,7 +55,7 @@ def test_ablation_rows_group_seeds_and_give_delta_with_ci(tmp_path):
     assert d == pytest.approx((0.8 - 0.995) / 3) and lo < d < hi < 0
     assert f"fgsm: Δ overall {d:+.4f} 95% CI [{lo:.4f}, {hi:.4f}]" in text
     assert "5 optimizer steps" in text and "`bash sweeps/x.sh`" in text
-    assert "1 of the 1 95% CIs of Δ here exclude 0; were no change real, about 0.1 would" in text
+    assert "1 of the 1 95% CIs of Δ here exclude 0; were no change real, about 0.05 would" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
