@@ -299,6 +299,11 @@ def with_ensembles(groups: list[dict], tasks: list[str]) -> list[dict]:
                       "seeds": [f"ensemble of {len(g['runs'])}"]} for g in several]
 
 
+def excludes_0(lo: float, hi: float) -> bool:
+    """The CI [lo, hi] lies wholly above or below 0."""
+    return lo > 0 or hi < 0
+
+
 def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = True,
             ensembles: bool = False) -> list[dict]:
     """One row per group of runs (the first is the reference): {"name", "runs" (paths), "seeds",
@@ -338,7 +343,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                             for k in mean},
                      "wall_s": sum(walls) / len(walls) if walls else None,
                      "delta": None if i == 0 else {k: (mean[k] - ref[k], *ci[k]) for k in mean},
-                     "significant": i > 0 and (ci["overall"][0] > 0 or ci["overall"][1] < 0),
+                     "significant": i > 0 and excludes_0(*ci["overall"]),
                      "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
                      "seed_sd": spread.get("overall"), "seed_df": df})
     return rows
@@ -392,7 +397,7 @@ def chance_note(rows: list[dict], keys=None) -> str:
     cis = [r["delta"][k] for r in rows if r["delta"] for k in (keys or r["delta"]) if k in r["delta"]]
     if not cis:
         return ""
-    out = sum(lo > 0 or hi < 0 for _, lo, hi in cis)
+    out = sum(excludes_0(lo, hi) for _, lo, hi in cis)
     return (f"{out} of the {len(cis)} 95% CIs of Δ here exclude 0; were no change real, about "
             f"{0.05 * len(cis):.2g} would by chance (1 in 20), so one such CI among many is weak "
             "evidence until more seeds repeat it.")
