@@ -19,6 +19,7 @@ from torch import nn
 
 from base_bert import BertPreTrainedModel
 from config import BertConfig
+from dropout import Dropout, dropout as apply_dropout
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # the exact erf form, as in the original BERT
@@ -66,7 +67,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids, layout: Layout) -> torch.Tensor:
         B, T = input_ids.shape
@@ -85,6 +86,7 @@ class BertSelfAttention(nn.Module):
         self.num_heads, self.head_dim = heads, hidden // heads
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.dropout_p = dropout
+        self.fast_dropout = True  # dropout.py's masks on CPU (dropout.use_fast switches it)
 
     def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
         B, T, nh, d = layout.batch, layout.length, self.num_heads, self.head_dim
@@ -92,8 +94,16 @@ class BertSelfAttention(nn.Module):
         q, k, v = qkv.view(B, T, 3, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, nh, T, d]
         # Keys at padded positions are masked out; padded query rows are discarded below.
         mask = None if layout.mask is None else layout.mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        p = self.dropout_p if self.training else 0.0
+        if p and self.fast_dropout and x.device.type == "cpu":
+            # With dropout, CPU SDPA leaves its fused kernel for this same computation, written
+            # out so that the attention weights take dropout.py's cheaper masks.
+            scores = (q * d ** -0.5) @ k.transpose(-2, -1)     # [B, nh, T, T]
+            if mask is not None:
+                scores = scores + torch.zeros(mask.shape, dtype=scores.dtype).masked_fill_(~mask, -torch.inf)
+            out = apply_dropout(scores.softmax(-1), p) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return layout.gather(out.transpose(1, 2).reshape(B, T, nh * d))  # [N, H]
 
 
@@ -109,7 +119,7 @@ class BertLayer(nn.Module):
         self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
         self.output = nn.Linear(config.intermediate_size, config.hidden_size)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor, layout: Layout, side=None) -> torch.Tensor:

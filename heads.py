@@ -5,11 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropout import Dropout
+
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
     """Linear-ReLU-Linear, the seed's head shape."""
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
-                         nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+    return nn.Sequential(Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
+                         Dropout(dropout), nn.Linear(d_hidden, d_out))
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor, how: str):

@@ -38,6 +38,7 @@ from evaluation import (
     scores,
     write_prediction_files,
 )
+from dropout import use_fast as use_fast_dropout
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss, ordinal_log_loss, symmetric_kl
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
@@ -69,6 +70,7 @@ class MultitaskBERT(nn.Module):
         cfg = bert.config
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
+        use_fast_dropout(self, args.fast_dropout)
 
     # -- encoding --------------------------------------------------------------------------
     def embed(self, task: str, inputs: dict, hook=None) -> torch.Tensor:

@@ -15,11 +15,12 @@ from checkpoint import read_json
 # Where a run writes and how it was started, not what it trains: never replayed from a file.
 NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only")
 
-# Flags whose default changed after they were added, with the value they were added with. A run
+# Flags whose default is not what runs from before the flag did, with what those runs did. A run
 # writes every setting into its configuration, so a saved one that lacks such a key was written
 # before the flag existed, and its run used that value, not today's default. (R-Drop became the
-# default from results/quality.md; runs from before --rdrop trained without it.)
-ADDED_WITH = {"rdrop": 0.0}
+# default from results/quality.md, so runs from before --rdrop trained without it; runs from
+# before --fast_dropout drew torch's dropout masks.)
+ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False}
 
 
 def as_run(saved: dict) -> dict:

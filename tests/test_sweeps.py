@@ -76,6 +76,15 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["proportional-s1"].sampling == "proportional"
     assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings", "lr-5e-5",
                                                         "dropout-0.05", "head-lr-3e-3", "proportional"))
+    # every row but fast-dropout drew torch's dropout masks, as when it was measured; fast-dropout is
+    # today's default exactly (the sweep's own flags aside)
+    assert not any(r.fast_dropout for name, r in runs.items() if name != "fast-dropout-s1")
+    today = vars(mc.parse_args(shlex.split(argvs["fast-dropout-s1"])))
+    default = vars(mc.parse_args([]))
+    differ = {k for k in default if today[k] != default[k]}
+    # what the sweep sets (its seed, no predictions) and what the tests' EXTRA points at tiny runs
+    sweep_and_tiny = {"seed", "no_predictions", "bert_model", "threads", "batch_size", "eval_batch_size"}
+    assert all(k in sweep_and_tiny or k.startswith(("sst_", "para_", "sts_")) for k in differ), differ
 
 
 def test_quality_rows_on_todays_default_alone_make_their_own_table(tmp_path, tiny_bert_dir, tiny_data_dir):
