@@ -1,7 +1,7 @@
 """Dropout with masks that are cheap to draw on CPU.
 
 torch's CPU dropout draws each mask element with its own Bernoulli sample: about 6 ns an element
-on a 2-core x86 machine, 18% of the time of a training step of the main job. Here one 64-bit
+on a 2-core x86 machine, 18% of a training step on benchmarks/bench_speed.py's batches. One 64-bit
 draw of the same generator makes four 16-bit words, and an element is kept when its word (read
 as a signed integer) is at least round(p * 2^16) - 2^15. So the drop rate is p rounded to a
 multiple of 2^-16 (0.1 becomes 0.100006), and kept elements are scaled by 1 / (1 - that rate),

@@ -213,8 +213,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "(T4, V100), fp32 on CPU. bf16 or fp16 on CPU run torch's CPU autocast "
                         "(slower than fp32 on most CPUs)")
     g.add_argument("--fast_dropout", action=argparse.BooleanOptionalAction, default=True,
-                   help="CPU: draw dropout masks from 15-bit random words, about 2.5x cheaper than "
-                        "torch's (dropout.py); --no-fast_dropout: torch's own, as runs before it")
+                   help="CPU: draw dropout masks from 16-bit random words, at about 40%% of the cost "
+                        "of torch's (dropout.py); --no-fast_dropout: torch's own, as runs before it")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the encoder layers: faster steps after a compilation of a "
                         "minute or so at the start (and at the first evaluation)")
