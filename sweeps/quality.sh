@@ -45,6 +45,8 @@ full rdrop-3          --rdrop 3              # R-Drop with 3x the weight on the 
 full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 draws of the head's dropout
 
 # Rows on today's default (R-Drop at weight 3): their Δ is against rdrop-3, not the old default.
+# Like rdrop-3 they keep BASE's torch dropout masks, so a row differs from its reference by its
+# own flags only; fast-dropout's row measures the masks themselves.
 TODAY_REF=rdrop-3  # the row that is today's default
 VERSUS=()
 today() {  # today NAME FLAGS...: `full` with R-Drop on (FLAGS come after it and win), vs TODAY_REF
