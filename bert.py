@@ -19,7 +19,7 @@ from torch import nn
 
 from base_bert import BertPreTrainedModel
 from config import BertConfig
-from dropout import Dropout, dropout as apply_dropout
+from dropout import Dropout, cheap, dropout as apply_dropout
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # the exact erf form, as in the original BERT
@@ -95,7 +95,7 @@ class BertSelfAttention(nn.Module):
         # Keys at padded positions are masked out; padded query rows are discarded below.
         mask = None if layout.mask is None else layout.mask[:, None, None, :]
         p = self.dropout_p if self.training else 0.0
-        if p and self.fast_dropout and x.device.type == "cpu":
+        if p and cheap(x, p, self.fast_dropout):
             # With dropout, CPU SDPA leaves its fused kernel for this same computation, written
             # out so that the attention weights take dropout.py's cheaper masks.
             scores = (q * d ** -0.5) @ k.transpose(-2, -1)     # [B, nh, T, T]

@@ -35,11 +35,16 @@ def keep_mask(shape, p: float) -> torch.Tensor:
     return bits.view(torch.int16)[:n].ge(round(p * WORDS) - WORDS // 2).view(shape)
 
 
+def cheap(x: torch.Tensor, p: float, fast: bool = True) -> bool:
+    """Whether dropout of `x` at rate p, in training, takes this file's masks (else torch's)."""
+    return fast and x.device.type == "cpu" and 0 < drop_rate(p) < 1
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True, fast: bool = True) -> torch.Tensor:
     """F.dropout(x, p, training), with the cheap mask on CPU when `fast`."""
     if not training or p == 0:
         return x
-    if not fast or x.device.type != "cpu" or not 0 < drop_rate(p) < 1:
+    if not cheap(x, p, fast):
         return F.dropout(x, p, training)
     # A float mask already scaled: the forward and the backward are then one multiply each.
     return x * keep_mask(x.shape, p).to(x.dtype).mul_(1 / (1 - drop_rate(p)))
