@@ -71,6 +71,7 @@ class MultitaskBERT(nn.Module):
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
         use_fast_dropout(self, args.fast_dropout)
+        bert.attention_groups = args.attention_groups
 
     # -- encoding --------------------------------------------------------------------------
     def embed(self, task: str, inputs: dict, hook=None) -> torch.Tensor:

@@ -215,6 +215,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--fast_dropout", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU: draw dropout masks from 16-bit random words, at about 40%% of the cost "
                         "of torch's (dropout.py); --no-fast_dropout: torch's own, as runs before it")
+    g.add_argument("--attention_groups", action=argparse.BooleanOptionalAction, default=True,
+                   help="attend on groups of rows of similar length when a batch's lengths differ "
+                        "widely (bert.attention_groups); --no-attention_groups: one padded grid per "
+                        "batch, as runs before it")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the encoder layers: faster steps after a compilation of a "
                         "minute or so at the start (and at the first evaluation)")

@@ -19,8 +19,9 @@ NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_
 # writes every setting into its configuration, so a saved one that lacks such a key was written
 # before the flag existed, and its run used that value, not today's default. (R-Drop became the
 # default from results/quality.md, so runs from before --rdrop trained without it; runs from
-# before --fast_dropout drew torch's dropout masks.)
-ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False}
+# before --fast_dropout drew torch's dropout masks, and from before --attention_groups attended
+# on one grid per batch, which draws other attention dropout masks.)
+ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False, "attention_groups": False}
 
 
 def as_run(saved: dict) -> dict:

@@ -17,8 +17,9 @@ source "$(dirname "$0")/common.sh"
 # Every row was measured against the default of its time, which had R-Drop off; this table made
 # R-Drop at weight 3 the default. BASE keeps that old default under every row, so that a re-run
 # measures what the table shows (a row's own flags come after it and win). The rows before
-# fast-dropout drew torch's dropout masks: BASE keeps those too, so that a re-run repeats them.
-BASE=${BASE:---rdrop 0 --no-fast_dropout}
+# fast-dropout drew torch's dropout masks, and those before attention-groups attended on one
+# grid per batch: BASE keeps both, so that a re-run repeats them.
+BASE=${BASE:---rdrop 0 --no-fast_dropout --no-attention_groups}
 
 full() {  # full NAME FLAGS...: the main job with BASE and FLAGS at every seed, named NAME-sSEED
     local name=$1; shift
@@ -46,7 +47,8 @@ full msd-4            --msd 4                # SST-5: multi-sample dropout, 4 dr
 
 # Rows on today's default (R-Drop at weight 3): their Δ is against rdrop-3, not the old default.
 # Like rdrop-3 they keep BASE's torch dropout masks, so a row differs from its reference by its
-# own flags only; fast-dropout's row measures the masks themselves.
+# own flags only; fast-dropout's row measures the masks themselves, attention-groups' the two
+# speed changes together (both draw other masks from the same distribution).
 TODAY_REF=rdrop-3  # the row that is today's default
 VERSUS=()
 today() {  # today NAME FLAGS...: `full` with R-Drop on (FLAGS come after it and win), vs TODAY_REF
@@ -66,7 +68,8 @@ today dropout-0.05    --hidden_dropout_prob 0.05  # less dropout: 0.2 cost 0.006
 today head-lr-3e-3    --head_lr 3e-3         # the heads' lr the other way from 1e-4 (-0.005, unresolved)
 today proportional    --sampling proportional  # steps from STS (flat after epoch 1) to PARA (still climbing)
 today epochs-3        --epochs 3             # 2,886 steps instead of 2,405: what the 25 min budget has room for
-today fast-dropout    --fast_dropout         # dropout.py's cheaper CPU masks: other draws, same distribution; the default now
+today fast-dropout    --fast_dropout         # dropout.py's cheaper CPU masks: other draws, same distribution
+today attention-groups --fast_dropout --attention_groups  # and attention on groups of similar length: the default now
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bert import BertModel
+import bert
+from bert import BertModel, Layout, attention_groups
 from config import BertConfig
 from tokenizer import BertTokenizer
 
@@ -185,3 +186,62 @@ def test_bert_base_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 109_482_240  # HF bert-base-uncased
     assert len(model.layers) == 12
     assert model.layers[0].attention.qkv.weight.shape == (3 * 768, 768)
+
+
+# -- attention on groups of rows of similar length -----------------------------------------------
+def _grid_cost(groups, lengths):
+    return sum(len(g) * lengths[g[0]] * (lengths[g[0]] + bert.ROW_COST) + bert.GROUP_COST for g in groups)
+
+
+def test_attention_groups_are_the_cheapest_cuts_of_the_rows_by_length():
+    import itertools
+    g = torch.Generator().manual_seed(1)
+    for trial in range(30):
+        lengths = torch.randint(1, 129, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+        order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
+        # every way to cut the length order into runs (2^(B-1) of them)
+        best = min(_grid_cost([order[i:j] for i, j in zip((0,) + cuts, cuts + (len(order),))], lengths)
+                   for k in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), k))
+        groups = attention_groups(lengths)
+        if groups is None:
+            assert _grid_cost([order], lengths) == best
+            continue
+        assert sorted(b for grp in groups for b in grp) == list(range(len(lengths)))  # each row once
+        assert [b for grp in groups for b in grp] == order  # runs of the length order, longest first
+        assert _grid_cost(groups, lengths) == pytest.approx(best)
+        assert best < _grid_cost([order], lengths)
+
+
+def test_batches_of_similar_lengths_keep_one_grid():
+    assert attention_groups([40, 38, 41, 35, 40] * 6) is None
+    assert attention_groups([128] + [8] * 31) == [[0], list(range(1, 32))]
+    mask = (torch.arange(128)[None] < torch.tensor([128, 5, 6, 120, 4])[:, None])
+    layout = Layout.of(mask)
+    assert [(n, t) for n, t, _ in layout.groups] == [(2, 128), (3, 6)]
+    assert layout.groups[1][2].tolist() == [[True] * 6, [True] * 5 + [False], [True] * 4 + [False] * 2]
+    assert Layout.of(mask, group=False).groups is None
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_grouped_attention_computes_what_one_grid_does(tiny_config, train, monkeypatch):
+    # Groups change the grids attention runs on, not the function: outputs and gradients agree
+    # (without dropout, whose masks are drawn per grid). Groups come cheap here: tiny batches
+    # are too short for the real cost model to cut them.
+    monkeypatch.setattr(bert, "GROUP_COST", 100)
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).train(train)
+    b = _padded_batch(lengths=(64, 3, 60, 5, 2, 33))
+    assert len(Layout.of(b["attention_mask"]).groups) >= 2
+    outs = []
+    for grouped in (True, False):
+        model.attention_groups = grouped
+        model.zero_grad()
+        out = model(**b)
+        (out["last_hidden_state"].square().sum() + out["pooler_output"].sum()).backward()
+        outs.append((out, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (a, grads_a), (c, grads_c) = outs
+    for key in ("last_hidden_state", "pooler_output"):
+        assert (a[key] - c[key]).abs().max() <= 1e-5, key
+    assert a["last_hidden_state"][~b["attention_mask"].bool()].abs().max() == 0
+    assert len(grads_a) == len(grads_c) > 0
+    assert all((ga - gc).abs().max() <= 1e-4 * max(1.0, gc.abs().max()) for ga, gc in zip(grads_a, grads_c))

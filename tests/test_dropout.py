@@ -96,12 +96,16 @@ def test_written_out_attention_is_sdpa_with_the_mask(monkeypatch):
     torch.manual_seed(0)
     att = BertSelfAttention(32, 4, 0.1)
     mask = torch.tensor([[1] * 6 + [0] * 3, [1] * 9, [1] * 2 + [0] * 7]).bool()
-    layout = Layout.of(mask)
     x = torch.randn(int(mask.sum()), 32)
-    expected = att.eval()(x, layout)
-    monkeypatch.setattr(bert, "apply_dropout", lambda t, p: t)
-    got = att.train()(x, layout)
-    assert (got - expected).abs().max() < 1e-5
+    for group_cost in (bert.GROUP_COST, 0):  # one grid; then a grid per group of rows
+        monkeypatch.setattr(bert, "GROUP_COST", group_cost)
+        layout = Layout.of(mask)
+        assert (layout.groups is None) == (group_cost > 0)
+        expected = att.eval()(x, layout)
+        with monkeypatch.context() as m:
+            m.setattr(bert, "apply_dropout", lambda t, p: t)
+            got = att.train()(x, layout)
+        assert (got - expected).abs().max() < 1e-5
 
 
 def test_encoder_trains_with_either_dropout(tiny_config):

@@ -409,3 +409,9 @@ def test_attention_dropout_overrides_the_checkpoint(tiny_bert_dir):
         model = mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), *flags]))
         assert model.bert.config.attention_probs_dropout_prob == want
         assert all(layer.attention.dropout_p == want for layer in model.bert.layers)
+
+
+def test_attention_groups_flag_reaches_the_encoder(tiny_bert_dir):
+    for flags, want in (((), True), (("--no-attention_groups",), False)):
+        model = mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), *flags]))
+        assert model.bert.attention_groups is want

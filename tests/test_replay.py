@@ -46,6 +46,13 @@ def test_a_configuration_from_before_a_default_changed_replays_as_its_run_traine
     assert mc.parse_args(["--config", str(path)]).rdrop == 0
     assert mc.parse_args(["--config", str(path), "--rdrop", "2"]).rdrop == 2
     assert mc.parse_args(["--config", _saved(tmp_path)]).rdrop == 3
+    # the same for the speed flags that draw other dropout masks than the runs before them
+    for flag in ("fast_dropout", "attention_groups"):
+        assert getattr(mc.parse_args([]), flag)
+        del config[flag]
+    path.write_text(json.dumps(config))
+    old = mc.parse_args(["--config", str(path)])
+    assert not old.fast_dropout and not old.attention_groups and old.rdrop == 0
 
 
 @pytest.mark.parametrize("content, why", [

@@ -76,10 +76,13 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["proportional-s1"].sampling == "proportional"
     assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings", "lr-5e-5",
                                                         "dropout-0.05", "head-lr-3e-3", "proportional"))
-    # every row but fast-dropout drew torch's dropout masks, as when it was measured; fast-dropout is
-    # today's default exactly (the sweep's own flags aside)
-    assert not any(r.fast_dropout for name, r in runs.items() if name != "fast-dropout-s1")
-    today = vars(mc.parse_args(shlex.split(argvs["fast-dropout-s1"])))
+    # every row but the last two drew torch's dropout masks and attended on one grid per batch, as
+    # when it was measured; attention-groups is today's default exactly (the sweep's own flags aside)
+    speed = ("fast-dropout-s1", "attention-groups-s1")
+    assert not any(r.fast_dropout for name, r in runs.items() if name not in speed)
+    assert not any(r.attention_groups for name, r in runs.items() if name != "attention-groups-s1")
+    assert runs["fast-dropout-s1"].fast_dropout
+    today = vars(mc.parse_args(shlex.split(argvs["attention-groups-s1"])))
     default = vars(mc.parse_args([]))
     differ = {k for k in default if today[k] != default[k]}
     # what the sweep sets (its seed, no predictions) and what the tests' EXTRA points at tiny runs
