@@ -85,14 +85,16 @@ class Layout:
         rows = attention_groups(lengths) if group else None
         if rows is None:
             return cls(B, T, index, mask)
-        groups, base, offset = [], torch.empty(B, dtype=torch.long), 0
+        # Row b's first slot in the groups' grids laid end to end; a token's slot adds its position.
+        groups, base, offset = [], [0] * B, 0
         for members in rows:
             n, t = len(members), lengths[members[0]]
             m = mask[members, :t]
             groups.append((n, t, None if bool(m.all()) else m))
-            base[members] = offset + t * torch.arange(n)
+            for k, b in enumerate(members):
+                base[b] = offset + k * t
             offset += n * t
-        slots = base[index // T] + index % T
+        slots = torch.tensor(base, device=mask.device)[index // T] + index % T
         return cls(B, T, index, mask, groups, slots)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:

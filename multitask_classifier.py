@@ -231,8 +231,9 @@ def encode_all(raw: dict, tokenizer: BertTokenizer, args) -> dict:
     data, truncated = {}, 0
     for (task, split), examples in raw.items():
         cross = (task == "para" and args.para_head == "cross") or (task == "sts" and args.sts_head == "cross")
-        data[task, split] = encode_task(task, examples, tokenizer, cross=cross,
-                                        both_orders=cross and args.pair_orders == "both",
+        # --pair_orders predict: the swapped order for evaluation only, so training is --pair_orders one's
+        both = args.pair_orders == "both" or (args.pair_orders == "predict" and split != "train")
+        data[task, split] = encode_task(task, examples, tokenizer, cross=cross, both_orders=cross and both,
                                         singles=task == "para" and args.para_cosine)
         truncated += data[task, split].truncated
     if truncated:

@@ -98,10 +98,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
     g.add_argument("--para_symmetric", action=argparse.BooleanOptionalAction, default=False,
                    help="bi-encoded PARA head: average the logits of (s1, s2) and (s2, s1)")
-    g.add_argument("--pair_orders", choices=["one", "both"], default="one",
+    g.add_argument("--pair_orders", choices=["one", "both", "predict"], default="one",
                    help="cross-encoded pairs (PARA, STS): 'both' trains on (s1, s2) or (s2, s1) at random "
                         "and predicts the mean of both orders (symmetric by construction, 2x the pair "
-                        "tasks' evaluation time)")
+                        "tasks' evaluation time); 'predict' trains on (s1, s2) as 'one' does and "
+                        "predicts the mean of both orders")
     g.add_argument("--para_cosine", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-encoded PARA: add a learned multiple of the two sentences' bi-encoder "
                         "cosine to the logit (all-MiniLM was trained on duplicate questions)")

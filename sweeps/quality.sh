@@ -71,6 +71,17 @@ today epochs-3        --epochs 3             # 2,886 steps instead of 2,405: wha
 today fast-dropout    --fast_dropout         # dropout.py's cheaper CPU masks: other draws, same distribution
 today attention-groups --fast_dropout --attention_groups  # and attention on groups of similar length: the default now
 
+# Rows on the default now, speed flags and all: in the second table their Δ is against
+# attention-groups at the same seeds (in the first, against rdrop-3 like the rows above).
+NOW_REF=attention-groups
+NOW_VERSUS=()
+now() {  # now NAME FLAGS...: `today` with today's speed flags, compared with NOW_REF
+    local name=$1; shift
+    NOW_VERSUS+=("$name=$NOW_REF")
+    today "$name" --fast_dropout --attention_groups "$@"
+}
+now pair-orders-predict --pair_orders predict  # PARA: the mean of both orders at prediction only; training unchanged
+
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
 has_runs() { compgen -G "$OUT/$1-s*/summary.json" > /dev/null; }
@@ -83,5 +94,5 @@ fi
 # The rows on today's default alone, against today's default itself at their seeds.
 if has_runs "$TODAY_REF"; then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality-today.md" --steps full --reference "$TODAY_REF" \
-        --only "$TODAY_REF" "${VERSUS[@]%%=*}" --script sweeps/quality.sh
+        --only "$TODAY_REF" "${VERSUS[@]%%=*}" --versus "${NOW_VERSUS[@]}" --script sweeps/quality.sh
 fi

@@ -232,7 +232,7 @@ def check_predictions(argv, tiny_data_dir):
 @pytest.mark.parametrize("flags", [
     ("--fgsm",), ("--mnrl",), ("--pcgrad",), ("--pal",), ("--smart",),
     ("--para_head", "cross", "--sts_head", "cross"), ("--sampling", "annealed"), ("--update", "global"),
-    ("--pair_orders", "both", "--sts_head", "cross"), ("--ema", "0.9"), ("--attention_dropout", "0"),
+    ("--pair_orders", "both", "--sts_head", "cross"), ("--pair_orders", "predict"), ("--ema", "0.9"), ("--attention_dropout", "0"),
     ("--para_cosine", "--pair_orders", "both"), ("--sst_ordinal", "1"), ("--rdrop", "1"), ("--msd", "2"),
 ], ids=lambda f: " ".join(f))
 def test_end_to_end_run_with_extension(run_argv, tiny_data_dir, flags, capsys):
@@ -415,3 +415,21 @@ def test_attention_groups_flag_reaches_the_encoder(tiny_bert_dir):
     for flags, want in (((), True), (("--no-attention_groups",), False)):
         model = mc.build_model(mc.parse_args(["--bert_model", str(tiny_bert_dir), *flags]))
         assert model.bert.attention_groups is want
+
+
+def test_pair_orders_predict_swaps_pairs_for_evaluation_only(tiny_bert_dir):
+    # Training data as --pair_orders one encodes it (so the same run trains the same model);
+    # evaluation splits carry the swapped order, which cross_encode averages (tested above).
+    from tokenizer import BertTokenizer
+
+    tok = BertTokenizer(tiny_bert_dir / "vocab.txt")
+    ex = [SimpleNamespace(id="q0", sent1="Is tea good?", sent2="Is green tea healthy?", label=1)]
+    raw = {("para", split): ex for split in ("train", "dev", "test")}
+    one, predict = (mc.encode_all(raw, tok, mc.parse_args(["--bert_model", str(tiny_bert_dir), *f]))
+                    for f in ((), ("--pair_orders", "predict")))
+    assert predict["para", "train"].b is None
+    assert torch.equal(predict["para", "train"].a.ids, one["para", "train"].a.ids)
+    for split in ("dev", "test"):
+        assert one["para", split].b is None
+        b = predict["para", split].b
+        assert b.ids[0, :int(b.lengths[0])].tolist() == tok.encode(["Is green tea healthy?"], ["Is tea good?"])[0][0]

@@ -78,9 +78,13 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
                                                         "dropout-0.05", "head-lr-3e-3", "proportional"))
     # every row but the last two drew torch's dropout masks and attended on one grid per batch, as
     # when it was measured; attention-groups is today's default exactly (the sweep's own flags aside)
-    speed = ("fast-dropout-s1", "attention-groups-s1")
+    speed = ("fast-dropout-s1", "attention-groups-s1", "pair-orders-predict-s1")
     assert not any(r.fast_dropout for name, r in runs.items() if name not in speed)
-    assert not any(r.attention_groups for name, r in runs.items() if name != "attention-groups-s1")
+    assert not any(r.attention_groups for name, r in runs.items() if name not in speed[1:])
+    # rows on the default now: today's default and their own flag, nothing else
+    now = vars(runs["pair-orders-predict-s1"])
+    assert {k for k, v in vars(runs["attention-groups-s1"]).items() if now[k] != v} == {"pair_orders"}
+    assert now["pair_orders"] == "predict"
     assert runs["fast-dropout-s1"].fast_dropout
     today = vars(mc.parse_args(shlex.split(argvs["attention-groups-s1"])))
     default = vars(mc.parse_args([]))
