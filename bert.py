@@ -111,8 +111,8 @@ class Layout:
 
     def grouped(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """[N, F] -> one ([rows, length, F] grid, its mask) per attention group, zeros at padding."""
-        grid = x.new_zeros(sum(n * t for n, t, _ in self.groups), x.shape[1]).index_copy_(0, self.slots, x)
         sizes = [n * t for n, t, _ in self.groups]
+        grid = x.new_zeros(sum(sizes), x.shape[1]).index_copy_(0, self.slots, x)
         return [(g.view(n, t, -1), m) for g, (n, t, m) in zip(grid.split(sizes), self.groups)]
 
 
