@@ -1,10 +1,13 @@
-"""--ema: an exponential moving average of the weights along the run (Polyak averaging).
+"""--ema and --swa: an average of the weights along the run (Polyak averaging).
 
-After every optimizer step, average <- average + (1 - decay) * (weights - average), for the
-parameters that train. Evaluation, the best checkpoint and the predictions use the average:
-late in a run the weights wander around a minimum with the noise of small batches, and their
-average usually sits nearer its centre (for compact fine-tuned models, Lu et al. 2022). Training
-itself continues from the raw weights. A decay of 0.998 averages over roughly the last 500 steps.
+After every optimizer step, average <- average + w * (weights - average), for the parameters
+that train. --ema: w = 1 - decay, an exponential moving average (0.998 weighs roughly the last
+500 steps). --swa F: w = 1/n on the n-th step of the last fraction F of the run, so the average
+is the plain mean of the weights after each of those steps (stochastic weight averaging, Izmailov
+et al. 2018), and the raw weights before it starts. Evaluation, the best checkpoint and the
+predictions use the average: late in a run the weights wander around a minimum with the noise
+of small batches, and their average usually sits nearer its centre (for compact fine-tuned
+models, Lu et al. 2022). Training itself continues from the raw weights.
 """
 from __future__ import annotations
 
@@ -16,23 +19,35 @@ from torch import nn
 FILE = "ema.safetensors"  # in RUN_DIR/state/, for --resume
 
 
+COUNT = "swa_count"  # the state's entry for the number of steps averaged (not a parameter name)
+
+
 class WeightAverage:
-    def __init__(self, model: nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
+    """decay: --ema's. Without one, --swa's mean over the steps after step `start`."""
+
+    def __init__(self, model: nn.Module, decay: float | None = None, start: int = 0):
+        if decay is not None and not 0.0 < decay < 1.0:
             raise ValueError(f"--ema {decay}: the decay must lie strictly between 0 and 1")
-        self.decay = decay
+        self.decay, self.start, self.count = decay, start, 0
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.average = {n: p.detach().clone() for n, p in self.params.items()}
 
     @torch.no_grad()
-    def update(self):
-        torch._foreach_lerp_(list(self.average.values()),
-                             [p.detach() for p in self.params.values()], 1.0 - self.decay)
+    def update(self, step: int):
+        """After optimizer step `step` (1 for the first)."""
+        if self.decay is None and step <= self.start:
+            return  # the mean has not begun: evaluation uses the raw weights
+        self.count += 1
+        w = 1.0 - self.decay if self.decay is not None else 1.0 / self.count  # 1: the first copies
+        torch._foreach_lerp_(list(self.average.values()), [p.detach() for p in self.params.values()], w)
 
     @contextmanager
     @torch.no_grad()
     def swapped_in(self):
         """The averaged weights in the model while the block runs; the raw ones after it."""
+        if self.decay is None and self.count == 0:  # SWA before its start: the raw weights
+            yield
+            return
         params = list(self.params.values())
         raw = [p.detach().clone() for p in params]
         torch._foreach_copy_(params, list(self.average.values()))
@@ -42,11 +57,14 @@ class WeightAverage:
             torch._foreach_copy_(params, raw)
 
     def state_dict(self) -> dict:
-        return dict(self.average)
+        return {**self.average, COUNT: torch.tensor(self.count)}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict):
+        state = dict(state)
+        count = state.pop(COUNT, None)  # (an --ema state saved before SWA has none; EMA needs none)
         if set(state) != set(self.average):
             raise ValueError("the saved weight average does not match the model's trainable parameters")
         for n, t in state.items():
             self.average[n].copy_(t)
+        self.count = 0 if count is None else int(count)

@@ -26,25 +26,16 @@ from adversarial import Capture, fgsm_loss, smart_regularizer
 from base_bert import CheckpointError
 from batching import TASKS, encode_task
 from bert import BertModel
-from checkpoint import recover_folder, verify_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
-from evaluation import (
-    NUM_SENTIMENTS,
-    decide,
-    dev_metrics,
-    metrics_line,
-    predict,
-    scores,
-    write_prediction_files,
-)
+from evaluation import NUM_SENTIMENTS, predict
 from dropout import use_fast as use_fast_dropout
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss, ordinal_log_loss, symmetric_kl
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
 from pal import PAL
 from precision import FP32, PrecisionError, choose
-from run_folder import LOCK, RunFolderBusy, hold_run_dir, load_weights
+from run_folder import LOCK, RunFolderBusy, hold_run_dir
 from tokenizer import BertTokenizer
 from trainer import RunError, Trainer
 
@@ -330,42 +321,6 @@ def train(args, device, precision=FP32) -> dict:
         return Trainer(model, training_loss, data, raw, args, device, run_dir, precision).run(t_start)
 
 
-def eval_only(args, device, precision=FP32) -> dict:
-    """Evaluate saved runs on dev and write the six prediction files. Given several runs, predict
-    with their ensemble: each task's scores (SST class probabilities, PARA probability, STS score)
-    averaged over the runs, then decided as for one model. Each run reads the data with its own
-    tokenizer and pair encoding, so runs with different heads can be mixed."""
-    raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))
-    keys = [(t, s) for t in TASKS for s in ("dev", "test")]
-    mean = {k: 0.0 for k in keys}
-    for path in args.checkpoint:
-        folder = Path(path)
-        recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
-        folder = folder / "best" if (folder / "best").is_dir() else folder
-        verify_folder(folder)  # before reading any of it: args.json, config.json, weights, vocabulary
-        if (folder / "heads.json").is_file():  # a folder written by export.py
-            from export import load_exported  # imported here: export.py imports this module
-            model, margs = load_exported(folder)
-        else:
-            margs = saved_args(folder, "args.json")
-            model = build_model(margs, checkpoint=folder)
-            load_weights(model, folder)
-        tokenizer = BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
-        data = encode_all(raw, tokenizer, margs)
-        model = model.to(device)
-        dev = {t: data[t, "dev"] for t in TASKS}
-        member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision)
-                  for k in keys}
-        if len(args.checkpoint) > 1:
-            print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
-        mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in keys}
-    preds = {k: decide(k[0], mean[k]) for k in keys}
-    metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, dev)
-    write_prediction_files(preds, data, args)
-    print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ") + metrics_line(metrics))
-    return metrics
-
-
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
@@ -380,7 +335,9 @@ def main(argv=None) -> int:
         if args.mnrl and args.para_head == "cross" and "para" in args.tasks:
             print("note: MNRL ranks sentence embeddings; with --para_head cross it is added to SST "
                   "only (--para_head concat adds it to PARA too)", file=sys.stderr)
-        if not args.out_dir:
+        if args.scores_out and not args.eval_only:
+            raise RunError("--scores_out writes an evaluation of a saved run: add --eval_only --checkpoint RUN", code=2)
+        if not args.out_dir and not args.eval_only:
             args.out_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -395,6 +352,7 @@ def main(argv=None) -> int:
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         if args.eval_only:
+            from saved_runs import eval_only  # imported here: saved_runs.py imports this module
             eval_only(args, device, precision)
         else:
             train(args, device, precision)

@@ -52,6 +52,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def conflict(args: argparse.Namespace) -> str | None:
     """Flags that cannot go together, as the one line the parser prints; None where none clash."""
+    if args.ema and args.swa:
+        return "--ema and --swa are two weight averages: choose one"
+    if not 0.0 <= args.swa <= 1.0:
+        return f"--swa {args.swa}: the fraction of the run to average lies in [0, 1]"
     if args.para_cosine and args.para_head != "cross":
         return "--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)"
     return None
@@ -102,7 +106,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="cross-encoded pairs (PARA, STS): 'both' trains on (s1, s2) or (s2, s1) at random "
                         "and predicts the mean of both orders (symmetric by construction, 2x the pair "
                         "tasks' evaluation time); 'predict' trains on (s1, s2) as 'one' does and "
-                        "predicts the mean of both orders")
+                        "predicts the mean of both orders (with --eval_only: a one-order run so predicted)")
     g.add_argument("--para_cosine", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-encoded PARA: add a learned multiple of the two sentences' bi-encoder "
                         "cosine to the logit (all-MiniLM was trained on duplicate questions)")
@@ -182,6 +186,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema", type=float, default=0.0,
                    help="evaluate, keep and predict with an exponential moving average of the weights "
                         "of this decay (e.g. 0.998, about the last 500 steps; 0 = off; ema.py)")
+    g.add_argument("--swa", type=float, default=0.0, metavar="F",
+                   help="stochastic weight averaging: evaluate, keep and predict with the mean of the weights "
+                        "over the last fraction F of the steps (e.g. 0.5; 0 = off; ema.py)")
     g.add_argument("--wise_alphas", type=float, nargs="*", default=[],
                    help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
                         "− pretrained) for these α and keep the best on dev (e.g. 0.5 0.7 0.85; "
@@ -248,4 +255,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN",
                    help="saved run folders to predict from; several = their ensemble (averaged scores)")
     g.add_argument("--eval_only", action="store_true", help="with --checkpoint: evaluate and predict only")
+    g.add_argument("--scores_out", default="", metavar="DIR",
+                   help="with --eval_only and one --checkpoint: also write the evaluation as a run folder "
+                        "(config.json, dev_scores.npz, summary.json) for compare.py; with --pair_orders "
+                        "predict, a one-order run scored from both orders (saved_runs.py)")
     return p

@@ -191,7 +191,9 @@ class Trainer:
                      "loss_sum": {t: 0.0 for t in self.tasks}, "loss_n": {t: 0 for t in self.tasks},
                      "train_s": 0.0, "streams": {}}
         self.pretrained = snapshot(model.bert) if args.wise_alphas else None
-        self.ema = WeightAverage(model, args.ema) if args.ema else None  # ema.py
+        # --ema or --swa (ema.py): SWA's mean takes the last args.swa of the steps
+        self.ema = (WeightAverage(model, args.ema) if args.ema else
+                    WeightAverage(model, start=round((1 - args.swa) * self.plan.total)) if args.swa else None)
         self._epoch, self._tasks = None, []
         mix = ("global updates: a batch of every task" if args.update == "global"  # no task drawn
                else f"local updates, {args.sampling} sampling")
@@ -294,7 +296,7 @@ class Trainer:
             if not clip_and_step(self.optimizer, self.scaler, model.parameters(), args.grad_clip):
                 prog["scaler_skipped"] += 1
             elif self.ema:
-                self.ema.update()
+                self.ema.update(prog["step"] + 1)
             values = means
             for t, v in values.items():
                 prog["loss_sum"][t] += v
@@ -311,8 +313,8 @@ class Trainer:
                 for t, d in self.dev.items()}
 
     def evaluate(self):
-        """Dev metrics now; the best weights (and their per-example dev scores) kept. With --ema,
-        of the weight average: it is what gets evaluated, kept and used for predictions."""
+        """Dev metrics now; the best weights (and their per-example dev scores) kept. With --ema or
+        --swa, of the weight average: it is what gets evaluated, kept and used for predictions."""
         with self.ema.swapped_in() if self.ema else nullcontext():
             self._evaluate()
 

@@ -20,7 +20,7 @@ import compare  # noqa: E402
 from evaluation import parse_metrics  # noqa: E402
 
 # Settings of a sweep itself rather than of the row: never shown as the row's flags.
-SWEEP_KEYS = {"out_dir", "no_predictions", "seed", "resume", "overwrite", "config", "threads"}
+SWEEP_KEYS = {"out_dir", "no_predictions", "seed", "resume", "overwrite", "config", "threads", "checkpoint"}
 
 
 def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str:

@@ -21,8 +21,10 @@ source "$(dirname "$0")/common.sh"
 # grid per batch: BASE keeps both, so that a re-run repeats them.
 BASE=${BASE:---rdrop 0 --no-fast_dropout --no-attention_groups}
 
+TRAINED=()  # the rows that train (the first two tables); `rescore` rows only score saved models
 full() {  # full NAME FLAGS...: the main job with BASE and FLAGS at every seed, named NAME-sSEED
     local name=$1; shift
+    TRAINED+=("$name")
     selected "$name" || return 0
     for seed in $SEEDS; do
         # shellcheck disable=SC2086  # BASE is a list of flags
@@ -81,6 +83,26 @@ now() {  # now NAME FLAGS...: `today` with today's speed flags, compared with NO
     today "$name" --fast_dropout --attention_groups "$@"
 }
 now pair-orders-predict --pair_orders predict  # PARA: the mean of both orders at prediction only; training unchanged
+now swa-0.5           --swa 0.5              # the mean of the weights over the last half of the steps (SWA)
+
+# Rows that change prediction only: every saved model of a row scored again with FLAGS (no
+# training; --eval_only --scores_out), so that each is paired with its reference on the very same
+# weights and the CI holds no training noise at all. Their table is results/quality-predict.md;
+# its wall column is the scored models' training time. A few minutes per row on 2 cores.
+RESCORED=()
+rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, as NAME-sSEED
+    local name=$1 ref=$2 folder seed; shift 2
+    RESCORED+=("$name=$ref")
+    selected "$name" || return 0
+    for folder in "$OUT/$ref"-s*/; do
+        [ -f "$folder/summary.json" ] || continue  # (no match: the pattern itself, skipped)
+        seed=${folder%/}; seed=${seed##*-s}
+        run "$name-s$seed" --eval_only --checkpoint "${folder%/}" --scores_out "$OUT/$name-s$seed" --no_predictions "$@"
+    done
+}
+rescore rdrop-3-predict rdrop-3 --pair_orders predict  # the pair-orders-predict row's change, on 11 models
+rescore fast-dropout-predict fast-dropout --pair_orders predict
+rescore attention-groups-predict attention-groups --pair_orders predict
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
@@ -89,10 +111,18 @@ has_runs() { compgen -G "$OUT/$1-s*/summary.json" > /dev/null; }
 # today's default (a fresh one that ran ROWS="rdrop-3 ...") rebuilds only the second table.
 if has_runs default; then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality.md" --steps full --reference default \
-        --versus "${VERSUS[@]}" --script sweeps/quality.sh
+        --only "${TRAINED[@]}" --versus "${VERSUS[@]}" --script sweeps/quality.sh
 fi
 # The rows on today's default alone, against today's default itself at their seeds.
 if has_runs "$TODAY_REF"; then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality-today.md" --steps full --reference "$TODAY_REF" \
         --only "$TODAY_REF" "${VERSUS[@]%%=*}" --versus "${NOW_VERSUS[@]}" --script sweeps/quality.sh
+fi
+# The prediction-time rows that have runs, each against the row whose models it scored.
+present=()
+for pair in "${RESCORED[@]}"; do if has_runs "${pair%%=*}"; then present+=("$pair"); fi; done
+if (( ${#present[@]} )); then
+    refs=("${present[@]#*=}")
+    $PY sweeps/collect.py "$OUT" "$RESULTS/quality-predict.md" --steps full --reference "${refs[0]}" \
+        --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh
 fi

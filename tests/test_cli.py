@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 import checkpoint
 import trainer
 import multitask_classifier as mc
+import saved_runs
 import options
 from batching import TASKS
 from evaluation import HEADERS, decide, parse_metrics
@@ -247,12 +248,12 @@ def test_ensemble_predicts_the_mean_of_its_members_scores(smoke, tiny_bert_dir, 
     assert mc.main(tiny_argv(tiny_bert_dir, tiny_data_dir, other, *SMOKE, "--para_head", "concat",
                              "--seed", "5")) == 0
     capsys.readouterr()  # the member's training output
-    seen, real = [], mc.scores  # every member's scores, in the order they are computed
+    seen, real = [], saved_runs.scores  # every member's scores, in the order they are computed
 
     def spy(*a, **k):
         seen.append(real(*a, **k))
         return seen[-1]
-    monkeypatch.setattr(mc, "scores", spy)
+    monkeypatch.setattr(saved_runs, "scores", spy)
     out = tmp_path / "ensemble"
     argv = tiny_argv(tiny_bert_dir, tiny_data_dir, out, "--checkpoint", smoke.run, other / "run", "--eval_only")
     assert mc.main(argv) == 0

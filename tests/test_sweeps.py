@@ -3,6 +3,7 @@ row's flags are accepted by the parser (DRY_RUN), and a few rows at two seeds tr
 when finished, and become the table with Δ and CIs."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -78,13 +79,15 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
                                                         "dropout-0.05", "head-lr-3e-3", "proportional"))
     # every row but the last two drew torch's dropout masks and attended on one grid per batch, as
     # when it was measured; attention-groups is today's default exactly (the sweep's own flags aside)
-    speed = ("fast-dropout-s1", "attention-groups-s1", "pair-orders-predict-s1")
+    now = {"pair-orders-predict-s1": ("pair_orders", "predict"), "swa-0.5-s1": ("swa", 0.5)}
+    speed = ("fast-dropout-s1", "attention-groups-s1", *now)
     assert not any(r.fast_dropout for name, r in runs.items() if name not in speed)
     assert not any(r.attention_groups for name, r in runs.items() if name not in speed[1:])
     # rows on the default now: today's default and their own flag, nothing else
-    now = vars(runs["pair-orders-predict-s1"])
-    assert {k for k, v in vars(runs["attention-groups-s1"]).items() if now[k] != v} == {"pair_orders"}
-    assert now["pair_orders"] == "predict"
+    for name, (key, value) in now.items():
+        row = vars(runs[name])
+        assert {k for k, v in vars(runs["attention-groups-s1"]).items() if row[k] != v} == {key}
+        assert row[key] == value
     assert runs["fast-dropout-s1"].fast_dropout
     today = vars(mc.parse_args(shlex.split(argvs["attention-groups-s1"])))
     default = vars(mc.parse_args([]))
@@ -105,6 +108,28 @@ def test_quality_rows_on_todays_default_alone_make_their_own_table(tmp_path, tin
     assert rows == ["| rdrop-3", "| head-lr-3e-3"]  # today's default first, as the reference
     row = next(l for l in table.splitlines() if l.startswith("| head-lr-3e-3"))
     assert "--head_lr 0.003" in row and "| 2 |" in row and "head-lr-3e-3: Δ overall" in table
+
+
+def test_quality_rescore_rows_score_a_rows_saved_models_again(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # a prediction-time row trains nothing: each saved model of its reference row, scored again
+    # with the row's flags, paired with that model in a table of its own
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="attention-groups attention-groups-predict",
+                SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        scored = runs / f"attention-groups-predict-s{seed}"
+        assert not (scored / "best").exists() and (scored / "dev_scores.npz").is_file()
+        saved = json.loads((scored / "config.json").read_text())  # its model's, but for the flag
+        assert saved["pair_orders"] == "predict" and saved["seed"] == seed
+        assert saved["checkpoint"] == [str(runs / f"attention-groups-s{seed}")]
+    table = (tmp_path / "results" / "quality-predict.md").read_text()
+    rows = [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
+    assert rows == ["| attention-groups", "| attention-groups-predict"]
+    row = next(l for l in table.splitlines() if l.startswith("| attention-groups-predict"))
+    assert "--pair_orders predict" in row and "--eval_only" in row and "| 2 |" in row
+    assert "attention-groups-predict: Δ overall" in table
+    assert not (tmp_path / "results" / "quality-today.md").exists()  # no rdrop-3 runs: no second table
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):

@@ -1,0 +1,106 @@
+"""--eval_only: dev metrics and the six prediction files from saved runs, trained nothing.
+
+    python multitask_classifier.py --eval_only --checkpoint runs/X                 # one run
+    python multitask_classifier.py --eval_only --checkpoint runs/X runs/Y runs/Z   # their ensemble
+    python multitask_classifier.py --eval_only --checkpoint runs/X --pair_orders predict \\
+        --scores_out runs/X-predict --no_predictions   # a prediction-time change, scored for compare.py
+
+A prediction-time change (today one: `--pair_orders predict` on a run trained with one order)
+changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
+writes the evaluation as a run folder (config.json, dev_scores.npz, summary.json) that compare.py
+and the sweeps read like any run, paired example by example with the run it was scored from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from batching import TASKS
+from checkpoint import recover_folder, verify_folder
+from evaluation import decide, dev_metrics, metrics_line, save_dev_scores, scores, write_prediction_files
+from multitask_classifier import build_model, encode_all, load_all, prepare_run_dir
+from options import saved_args
+from run_folder import load_weights
+from tokenizer import BertTokenizer
+from trainer import RunError
+
+
+def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argparse.Namespace:
+    """The saved run's arguments with the prediction-time settings the command line asks for. Only
+    `--pair_orders predict` is one: it trains exactly as `one` does, so a one-order run is a model
+    that `predict` could have trained. `both` trains on both orders and cannot be asked for here."""
+    if args.pair_orders == "both":
+        raise RunError("--pair_orders both changes training; with --eval_only only --pair_orders "
+                       "predict applies (a run trained on one order, predicted from both)", code=2)
+    if args.pair_orders == "predict" and margs.pair_orders == "one":
+        margs = argparse.Namespace(**{**vars(margs), "pair_orders": "predict"})
+    return margs
+
+
+def load_run(path, args, device):
+    """(model on `device`, the arguments it predicts with, its tokenizer) of a run folder, its best/,
+    or a folder written by export.py."""
+    folder = Path(path)
+    recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
+    folder = folder / "best" if (folder / "best").is_dir() else folder
+    verify_folder(folder)  # before reading any of it: args.json, config.json, weights, vocabulary
+    if (folder / "heads.json").is_file():  # a folder written by export.py
+        from export import load_exported  # imported here: export.py imports multitask_classifier
+        model, margs = load_exported(folder)
+    else:
+        margs = saved_args(folder, "args.json")
+        model = build_model(margs, checkpoint=folder)
+        load_weights(model, folder)
+    margs = at_prediction(margs, args)
+    return model.to(device), margs, BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
+
+
+def eval_only(args, device, precision) -> dict:
+    """Evaluate saved runs on dev and write the six prediction files. Given several runs, predict
+    with their ensemble: each task's scores (SST class probabilities, PARA probability, STS score)
+    averaged over the runs, then decided as for one model. Each run reads the data with its own
+    tokenizer and pair encoding, so runs with different heads can be mixed."""
+    if args.scores_out and len(args.checkpoint) > 1:
+        raise RunError("--scores_out scores one run (an ensemble's dev scores: compare.py --ensemble)", code=2)
+    t0 = time.time()
+    raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))
+    keys = [(t, s) for t in TASKS for s in ("dev", "test")]
+    mean = {k: 0.0 for k in keys}
+    for path in args.checkpoint:
+        model, margs, tokenizer = load_run(path, args, device)
+        data = encode_all(raw, tokenizer, margs)
+        dev = {t: data[t, "dev"] for t in TASKS}
+        splits = keys if not args.no_predictions else [(t, "dev") for t in TASKS]
+        member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision)
+                  for k in splits}
+        if len(args.checkpoint) > 1:
+            print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
+        mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in splits}
+    preds = {k: decide(k[0], v) for k, v in mean.items()}
+    metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, dev)
+    if not args.no_predictions:
+        write_prediction_files(preds, data, args)
+    if args.scores_out:
+        write_scores_folder(Path(args.scores_out), args, margs, {t: mean[t, "dev"] for t in TASKS},
+                            dev, raw, metrics, time.time() - t0)
+    print(("ensemble dev: " if len(args.checkpoint) > 1 else "dev: ") + metrics_line(metrics))
+    return metrics
+
+
+def write_scores_folder(folder: Path, args, margs, dev_scores: dict, dev: dict, raw: dict, metrics: dict,
+                        seconds: float):
+    """The evaluation of one saved run as a run folder of its own: config.json (the run's
+    configuration with the prediction-time settings applied: compare.py groups it by that),
+    dev_scores.npz, and summary.json, whose wall time is the scored run's (what the model cost to
+    train; the scoring's own seconds are `eval_s`)."""
+    source = Path(args.checkpoint[0])
+    summary = source / "summary.json"
+    wall = json.loads(summary.read_text()).get("wall_s") if summary.is_file() else None
+    with prepare_run_dir(argparse.Namespace(out_dir=str(folder), overwrite=args.overwrite, resume="")) as run_dir:
+        config = {**vars(margs), "out_dir": str(run_dir), "checkpoint": [str(source)], "eval_only": True}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        save_dev_scores(run_dir / "dev_scores.npz", dev_scores, dev, {t: raw[t, "dev"] for t in TASKS})
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"best": metrics, "wall_s": wall, "eval_s": seconds, "scored_from": str(source)}, indent=2))

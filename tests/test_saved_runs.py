@@ -1,0 +1,95 @@
+"""saved_runs.py: --eval_only's run folders (--scores_out) and its prediction-time settings."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import compare
+import multitask_classifier as mc
+import saved_runs
+from conftest import DATA_FILES
+from evaluation import load_dev_scores
+
+TINY_RUN = ("--max_train_examples", "16", "--epochs", "1")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, tiny_data_dir, tmp_path_factory):
+    """A tiny run trained on one pair order (the default), and a factory of --eval_only argvs."""
+    root = tmp_path_factory.mktemp("saved")
+
+    def argv(out, *extra):
+        a = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(root / out), "--batch_size", "8",
+             "--threads", "1", "--eval_batch_size", "16", "--no_predictions"]
+        for flag, (name, _) in DATA_FILES.items():
+            a += [f"--{flag}", str(tiny_data_dir / name)]
+        return a + [str(x) for x in extra]
+    assert mc.main(argv("run", *TINY_RUN)) == 0
+    return argparse.Namespace(run=root / "run", root=root, argv=argv)
+
+
+def test_scores_out_of_the_runs_own_settings_is_the_run_itself(trained):
+    out = trained.root / "same"
+    assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", trained.run, "--scores_out", out)) == 0
+    mine, theirs = load_dev_scores(out / "dev_scores.npz"), load_dev_scores(trained.run / "dev_scores.npz")
+    assert set(mine) == set(theirs) == {"sst", "para", "sts"}
+    for t in mine:
+        np.testing.assert_allclose(mine[t]["scores"], theirs[t]["scores"], atol=1e-5)
+        assert (mine[t]["ids"] == theirs[t]["ids"]).all()
+    # compare.py takes it for a run of the same configuration, and its wall time for the run's
+    run_cfg, cfg = compare.run_config(trained.run), compare.run_config(out)
+    assert compare.model_key(cfg) == compare.model_key(run_cfg) and cfg["checkpoint"] == [str(trained.run)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wall_s"] == json.loads((trained.run / "summary.json").read_text())["wall_s"]
+    assert summary["best"]["overall"] == pytest.approx(
+        json.loads((trained.run / "summary.json").read_text())["best"]["overall"], abs=1e-4)
+    assert not (trained.root / "unused").exists()  # --out_dir is training's: evaluation writes none
+
+
+def test_pair_orders_predict_scores_a_one_order_run_from_both_orders(trained):
+    out = trained.root / "predict"
+    assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", trained.run, "--pair_orders", "predict",
+                                "--scores_out", out)) == 0
+    cfg = compare.run_config(out)
+    assert cfg["pair_orders"] == "predict"
+    assert compare.model_key(cfg) != compare.model_key(compare.run_config(trained.run))  # a row of its own
+    one = load_dev_scores(trained.run / "dev_scores.npz")
+    both = load_dev_scores(out / "dev_scores.npz")
+    assert not np.allclose(both["para"]["scores"], one["para"]["scores"], atol=1e-4)  # PARA changed
+    for t in ("sst", "sts"):  # the bi-encoded and single-sentence tasks did not
+        np.testing.assert_allclose(both[t]["scores"], one[t]["scores"], atol=1e-5)
+    # P(paraphrase) is the sigmoid of the mean of the two orders' logits: with the one-order logits
+    # known from the run itself, the swapped order's logit follows, and must lie where a model puts
+    # it (finite, not the one-order logit again for every pair)
+    logit_one = torch.logit(torch.from_numpy(one["para"]["scores"]).double(), eps=1e-7)
+    logit_mean = torch.logit(torch.from_numpy(both["para"]["scores"]).double(), eps=1e-7)
+    swapped = 2 * logit_mean - logit_one
+    assert torch.isfinite(swapped).all() and not torch.allclose(swapped, logit_one, atol=1e-3)
+    # and compare.py pairs it with the run example by example: Δ SST and STS exactly 0
+    rows = compare.compare([trained.run, out], resamples=5000)
+    assert rows[1]["delta"]["sst_acc"][0] == 0 and rows[1]["delta"]["sts_r"][0] == pytest.approx(0, abs=1e-6)
+
+
+def test_eval_only_refuses_what_it_cannot_do(trained, capsys):
+    run = trained.run
+    both = trained.argv("u", "--eval_only", "--checkpoint", run, "--pair_orders", "both")
+    two = trained.argv("u", "--eval_only", "--checkpoint", run, run, "--scores_out", trained.root / "x")
+    for argv, message in ((both, "--pair_orders both changes training"), (two, "--scores_out scores one run")):
+        assert mc.main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_scores_out_needs_eval_only(trained, capsys):
+    assert mc.main(trained.argv("x", *TINY_RUN, "--scores_out", trained.root / "y")) == 2
+    assert "add --eval_only --checkpoint RUN" in capsys.readouterr().err
+
+
+def test_at_prediction_changes_only_a_one_order_run():
+    ns = lambda **k: argparse.Namespace(**k)
+    assert saved_runs.at_prediction(ns(pair_orders="one"), ns(pair_orders="predict")).pair_orders == "predict"
+    assert saved_runs.at_prediction(ns(pair_orders="both"), ns(pair_orders="predict")).pair_orders == "both"
+    assert saved_runs.at_prediction(ns(pair_orders="one"), ns(pair_orders="one")).pair_orders == "one"
