@@ -19,6 +19,11 @@ sqrt(1/n + 1/n_ref), t-distributed with the pooled degrees of freedom). With one
 that noise cannot be estimated and the CI covers the dev examples only; the legend says which.
 Rows whose Δ overall CI excludes 0 are marked `*`.
 --no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
+A run given as NAME=RUN joins the group NAME whatever its configuration: the runs of several
+rows pooled into one, e.g. every saved model of a recipe against the same models scored with a
+prediction-time change (`saved_runs.py`), paired run by run on the same dev examples:
+
+    python compare.py one=runs/a-s1 one=runs/b-s1 predict=runs/a-predict-s1 predict=runs/b-predict-s1
 --ensemble adds, after the others, a row for each group of several seeds: the ensemble of its runs
 (their dev scores averaged, as `multitask_classifier.py --eval_only --checkpoint RUN...` predicts),
 with its Δ and CI like any row.
@@ -78,6 +83,18 @@ def load_run(folder) -> dict:
             "wall_s": summary.get("wall_s")}
 
 
+GROUP_ARG = re.compile(r"^([\w.+-]+)=(.+)$")  # NAME=RUN
+
+
+def named(load, item) -> dict:
+    """`load(folder)` of a run given as RUN or NAME=RUN (then run["group"] = NAME). An existing
+    folder whose own name holds "=" is taken as it is."""
+    m = GROUP_ARG.match(str(item))
+    if m is None or Path(item).exists():
+        return load(item)
+    return {**load(m.group(2)), "group": m.group(1)}
+
+
 def run_config(folder) -> dict | None:
     """A run's config.json as the run used it (the reader of --config and --resume: checked
     against the folder's manifest, flags added later at the value they were added with), None
@@ -124,12 +141,15 @@ def group_name(runs: list[dict]) -> str:
 def group_runs(runs: list[dict], by_seed: bool = True) -> list[dict]:
     """Runs that differ only by seed, as groups {"name", "runs", "seeds"} in the order of their
     first run. A run whose seed is already in the matching group (the same folder given twice, or
-    a rerun) starts a group of its own, so that a run can be compared with itself."""
+    a rerun) starts a group of its own, so that a run can be compared with itself. A run named
+    into a group (NAME=RUN: run["group"]) joins that group only, seeds and configuration aside."""
     groups = []
     for run in runs:
         key, seed = model_key(run["config"]), (run["config"] or {}).get("seed")
-        match = next((g for g in groups if by_seed and key is not None and g["key"] == key
-                      and seed not in g["seeds"]), None)
+        if run.get("group"):
+            key = ("group", run["group"])
+        match = next((g for g in groups if g["key"] == key and (isinstance(key, tuple) or (
+                      by_seed and key is not None and seed not in g["seeds"]))), None)
         if match is None:
             groups.append({"key": key, "runs": [run], "seeds": [seed]})
         else:
@@ -137,8 +157,8 @@ def group_runs(runs: list[dict], by_seed: bool = True) -> list[dict]:
             match["seeds"].append(seed)
     seen = {}
     for g in groups:  # unique names: the per-row lines below the table are keyed by them
-        del g["key"]
-        name = group_name(g["runs"])
+        key = g.pop("key")
+        name = key[1] if isinstance(key, tuple) else group_name(g["runs"])
         seen[name] = seen.get(name, 0) + 1
         g["name"] = name if seen[name] == 1 else f"{name} ({seen[name]})"
     return groups
@@ -315,7 +335,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     `ensembles`: for each group of several seeds, a row for their ensemble (with_ensembles). It
     counts as one run: its CI carries the training noise of one seed, more than the average of
     several models has, so it errs wide."""
-    runs = [load_run(d) for d in dirs]
+    runs = [named(load_run, d) for d in dirs]
     if not runs:
         raise CompareError("no run folders given")
     tasks, notes = common_tasks(runs)
@@ -462,7 +482,8 @@ def forest_plot(rows: list[dict], path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Compare runs' dev metrics with paired bootstrap CIs "
                                              "against the first run (or group of seeds).")
-    ap.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding dev_scores.npz")
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding dev_scores.npz; "
+                                                           "NAME=RUN puts RUN in the group NAME")
     ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
     ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")

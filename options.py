@@ -38,6 +38,8 @@ EVAL_BATCH_SIZE = {"cpu": 128, "cuda": 512}  # --eval_batch_size when not given
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Settings that follow from others, fixed once so that config.json records what ran."""
+    if args.pair_orders is None and not args.eval_only:  # (--eval_only: the saved run's own)
+        args.pair_orders = "predict"
     if args.lr is None:  # the starter's defaults per mode, with this project's fine-tuning lr
         args.lr = 1e-3 if args.option == "pretrain" else 1e-4
     if args.option == "pretrain":  # only the heads train, at --lr (the starter's meaning)
@@ -102,11 +104,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="bi-encoder PARA features: [u;v] or [u;v;|u-v|;u*v]")
     g.add_argument("--para_symmetric", action=argparse.BooleanOptionalAction, default=False,
                    help="bi-encoded PARA head: average the logits of (s1, s2) and (s2, s1)")
-    g.add_argument("--pair_orders", choices=["one", "both", "predict"], default="one",
-                   help="cross-encoded pairs (PARA, STS): 'both' trains on (s1, s2) or (s2, s1) at random "
-                        "and predicts the mean of both orders (symmetric by construction, 2x the pair "
-                        "tasks' evaluation time); 'predict' trains on (s1, s2) as 'one' does and "
-                        "predicts the mean of both orders (with --eval_only: a one-order run so predicted)")
+    g.add_argument("--pair_orders", choices=["one", "both", "predict"], default=None,
+                   help="cross-encoded pairs (PARA, STS): 'one' trains and predicts on (s1, s2); 'predict' "
+                        "(the default) trains as 'one' does and predicts the mean of both orders (2x the "
+                        "pair tasks' evaluation time); 'both' trains on (s1, s2) or (s2, s1) at random and "
+                        "predicts the mean of both. With --eval_only: the saved run's own, unless 'one' or "
+                        "'predict' is given for a run that trained on one order (saved_runs.py)")
     g.add_argument("--para_cosine", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-encoded PARA: add a learned multiple of the two sentences' bi-encoder "
                         "cosine to the logit (all-MiniLM was trained on duplicate questions)")

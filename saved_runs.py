@@ -5,8 +5,8 @@
     python multitask_classifier.py --eval_only --checkpoint runs/X --pair_orders predict \\
         --scores_out runs/X-predict --no_predictions   # a prediction-time change, scored for compare.py
 
-A prediction-time change (today one: `--pair_orders predict` on a run trained with one order)
-changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
+A prediction-time change (today one: `--pair_orders one` or `predict` for a run trained on one
+order) changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
 writes the evaluation as a run folder (config.json, dev_scores.npz, summary.json) that compare.py
 and the sweeps read like any run, paired example by example with the run it was scored from.
 """
@@ -28,14 +28,14 @@ from trainer import RunError
 
 
 def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argparse.Namespace:
-    """The saved run's arguments with the prediction-time settings the command line asks for. Only
-    `--pair_orders predict` is one: it trains exactly as `one` does, so a one-order run is a model
-    that `predict` could have trained. `both` trains on both orders and cannot be asked for here."""
+    """The saved run's arguments with the prediction-time settings the command line asks for.
+    --pair_orders one and predict train alike, so a run trained on one order can predict either
+    way; `both` trains on both orders and cannot be asked for here. Not given (None): the run's own."""
     if args.pair_orders == "both":
-        raise RunError("--pair_orders both changes training; with --eval_only only --pair_orders "
-                       "predict applies (a run trained on one order, predicted from both)", code=2)
-    if args.pair_orders == "predict" and margs.pair_orders == "one":
-        margs = argparse.Namespace(**{**vars(margs), "pair_orders": "predict"})
+        raise RunError("--pair_orders both changes training; with --eval_only only one or predict "
+                       "applies (how a run trained on one order predicts)", code=2)
+    if args.pair_orders is not None and margs.pair_orders in ("one", "predict"):
+        margs = argparse.Namespace(**{**vars(margs), "pair_orders": args.pair_orders})
     return margs
 
 

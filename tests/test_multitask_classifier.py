@@ -342,7 +342,7 @@ def test_para_cosine_adds_the_learned_bi_encoder_cosine_to_the_cross_encoded_log
     from tokenizer import BertTokenizer
 
     tok = BertTokenizer(tiny_bert_dir / "vocab.txt")
-    args = mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine"])
+    args = mc.parse_args(["--bert_model", str(tiny_bert_dir), "--para_cosine", "--pair_orders", "one"])
     torch.manual_seed(0)
     model = mc.build_model(args).eval()
     assert model.para_cos.tolist() == [10.0, -8.0]
@@ -388,7 +388,7 @@ def test_both_pair_orders_encode_swapped_pairs_and_predict_symmetrically(tiny_be
             want = (one[0] + one[1]) / 2
             assert torch.allclose(model(task, batches[0])["out"],
                                   want if task == "para" else 5 * torch.sigmoid(want), atol=1e-5)
-    plain_args = mc.parse_args(flags)
+    plain_args = mc.parse_args([*flags, "--pair_orders", "one"])
     assert mc.encode_all({("para", "dev"): ex(0)}, tok, plain_args)["para", "dev"].b is None
     model.train()  # training: one order per pair, at random (dropout off, to compare outputs)
     model.bert.eval(), model.para_head.eval()
@@ -426,7 +426,7 @@ def test_pair_orders_predict_swaps_pairs_for_evaluation_only(tiny_bert_dir):
     ex = [SimpleNamespace(id="q0", sent1="Is tea good?", sent2="Is green tea healthy?", label=1)]
     raw = {("para", split): ex for split in ("train", "dev", "test")}
     one, predict = (mc.encode_all(raw, tok, mc.parse_args(["--bert_model", str(tiny_bert_dir), *f]))
-                    for f in ((), ("--pair_orders", "predict")))
+                    for f in (("--pair_orders", "one"), ()))  # predict: the default
     assert predict["para", "train"].b is None
     assert torch.equal(predict["para", "train"].a.ids, one["para", "train"].a.ids)
     for split in ("dev", "test"):

@@ -15,6 +15,7 @@ from conftest import DATA_FILES
 from evaluation import load_dev_scores
 
 TINY_RUN = ("--max_train_examples", "16", "--epochs", "1")
+ONE = ("--pair_orders", "one")  # the run trains (and predicts) on one order
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def trained(tiny_bert_dir, tiny_data_dir, tmp_path_factory):
         for flag, (name, _) in DATA_FILES.items():
             a += [f"--{flag}", str(tiny_data_dir / name)]
         return a + [str(x) for x in extra]
-    assert mc.main(argv("run", *TINY_RUN)) == 0
+    assert mc.main(argv("run", *TINY_RUN, *ONE)) == 0
     return argparse.Namespace(run=root / "run", root=root, argv=argv)
 
 
@@ -88,8 +89,22 @@ def test_scores_out_needs_eval_only(trained, capsys):
     assert "add --eval_only --checkpoint RUN" in capsys.readouterr().err
 
 
+def test_a_run_predicting_both_orders_scores_one_when_asked(trained):
+    # the default trains on one order and predicts from both: `--pair_orders one` scores it as a
+    # one-order run (the run trained with --pair_orders one at the same seed is the same model)
+    both = trained.root / "both-run"
+    assert mc.main(trained.argv("both-run", *TINY_RUN)) == 0
+    assert compare.run_config(both)["pair_orders"] == "predict"
+    out = trained.root / "both-as-one"
+    assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", both, *ONE, "--scores_out", out)) == 0
+    np.testing.assert_allclose(load_dev_scores(out / "dev_scores.npz")["para"]["scores"],
+                               load_dev_scores(trained.run / "dev_scores.npz")["para"]["scores"], atol=1e-5)
+
+
 def test_at_prediction_changes_only_a_one_order_run():
     ns = lambda **k: argparse.Namespace(**k)
     assert saved_runs.at_prediction(ns(pair_orders="one"), ns(pair_orders="predict")).pair_orders == "predict"
+    assert saved_runs.at_prediction(ns(pair_orders="predict"), ns(pair_orders="one")).pair_orders == "one"
     assert saved_runs.at_prediction(ns(pair_orders="both"), ns(pair_orders="predict")).pair_orders == "both"
-    assert saved_runs.at_prediction(ns(pair_orders="one"), ns(pair_orders="one")).pair_orders == "one"
+    for own in ("one", "predict", "both"):  # not asked: the run's own
+        assert saved_runs.at_prediction(ns(pair_orders=own), ns(pair_orders=None)).pair_orders == own

@@ -77,19 +77,21 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert runs["proportional-s1"].sampling == "proportional"
     assert all(runs[f"{row}-s1"].rdrop == 3 for row in ("llrd", "batch-16", "embeddings", "lr-5e-5",
                                                         "dropout-0.05", "head-lr-3e-3", "proportional"))
-    # every row but the last two drew torch's dropout masks and attended on one grid per batch, as
-    # when it was measured; attention-groups is today's default exactly (the sweep's own flags aside)
-    now = {"pair-orders-predict-s1": ("pair_orders", "predict"), "swa-0.5-s1": ("swa", 0.5)}
-    speed = ("fast-dropout-s1", "attention-groups-s1", *now)
-    assert not any(r.fast_dropout for name, r in runs.items() if name not in speed)
-    assert not any(r.attention_groups for name, r in runs.items() if name not in speed[1:])
-    # rows on the default now: today's default and their own flag, nothing else
-    for name, (key, value) in now.items():
-        row = vars(runs[name])
-        assert {k for k, v in vars(runs["attention-groups-s1"]).items() if row[k] != v} == {key}
+    # the rows drew torch's dropout masks until fast-dropout, attended on one grid per batch until
+    # attention-groups and predicted PARA from one order until pair-orders-predict, as when each was
+    # measured; pair-orders-predict is today's default exactly (the sweep's own flags aside)
+    order = list(runs)
+    since = lambda row: set(order[order.index(f"{row}-s1"):])
+    assert {n for n, r in runs.items() if r.fast_dropout} == since("fast-dropout")
+    assert {n for n, r in runs.items() if r.attention_groups} == since("attention-groups")
+    assert {n for n, r in runs.items() if r.pair_orders == "predict"} == since("pair-orders-predict")
+    # rows on a later default: that default and their own flag, nothing else
+    for name, base, (key, value) in (("pair-orders-predict", "attention-groups", ("pair_orders", "predict")),
+                                     ("swa-0.5", "pair-orders-predict", ("swa", 0.5))):
+        row = vars(runs[f"{name}-s1"])
+        assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
-    assert runs["fast-dropout-s1"].fast_dropout
-    today = vars(mc.parse_args(shlex.split(argvs["attention-groups-s1"])))
+    today = vars(mc.parse_args(shlex.split(argvs["pair-orders-predict-s1"])))
     default = vars(mc.parse_args([]))
     differ = {k for k in default if today[k] != default[k]}
     # what the sweep sets (its seed, no predictions) and what the tests' EXTRA points at tiny runs
@@ -126,8 +128,10 @@ def test_quality_rescore_rows_score_a_rows_saved_models_again(tmp_path, tiny_ber
     table = (tmp_path / "results" / "quality-predict.md").read_text()
     rows = [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
     assert rows == ["| attention-groups", "| attention-groups-predict"]
-    row = next(l for l in table.splitlines() if l.startswith("| attention-groups-predict"))
-    assert "--pair_orders predict" in row and "--eval_only" in row and "| 2 |" in row
+    ref, row = (next(l for l in table.splitlines() if l.startswith(f"| {r} |"))
+                for r in ("attention-groups", "attention-groups-predict"))
+    assert "--pair_orders one" in ref  # (predict is the default now)
+    assert "--pair_orders" not in row and "--eval_only" in row and "| 2 |" in row
     assert "attention-groups-predict: Δ overall" in table
     assert not (tmp_path / "results" / "quality-today.md").exists()  # no rdrop-3 runs: no second table
 
