@@ -67,10 +67,11 @@ def against(runs: list[Path], reference: str, resamples: int) -> list[dict]:
 
 
 def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Path | None,
-                   resamples: int = 10_000, versus: dict | None = None, only=None) -> str:
+                   resamples: int = 10_000, versus: dict | None = None, only=None, note: str = "") -> str:
     """`versus` {row: other reference}: rows measured on another base (a later default) get their Δ
     against that row instead, from the same bootstrap replicates and pooled seed noise. `only`:
-    the rows to tabulate (all of the folder's when None); the others' runs are not read."""
+    the rows to tabulate (all of the folder's when None); the others' runs are not read. `note`:
+    a sentence for the caption, after the runs' description."""
     runs, versus = finished(sweep_dir), versus or {}
     if only is not None:
         keep = set(only)
@@ -102,7 +103,8 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
               "a row's flags set another length), dev metrics of its best evaluation" if steps == "full" else
               f"one epoch of {steps} optimizer steps on the full training data (batch 32), dev metrics "
               "of the last step")
-    caption = (f"Each run: the bundled MiniLM, {length}. Each row is one configuration at several "
+    caption = (f"Each run: the bundled MiniLM, {length}. " + (f"{note} " if note else "") +
+               "Each row is one configuration at several "
                "seeds: mean ± sd over seeds. Δ overall: the row minus the reference row "
                f"({reference}), mean over seeds, with {compare.ci_legend(rows)} "
                + ("A Δ marked 'vs X' is against row X instead: the row was measured on X's settings. "
@@ -158,6 +160,7 @@ def main(argv=None):
                     help="rows compared with another row instead (rows measured on a later default)")
     ap.add_argument("--only", nargs="+", metavar="ROW",
                     help="tabulate only these rows (a table of a part of the sweep)")
+    ap.add_argument("--note", default="", help="a sentence added to the table's caption")
     ap.add_argument("--plot", type=Path, help="forest plot of Δ overall (PNG)")
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
     ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
@@ -170,7 +173,7 @@ def main(argv=None):
         if len(versus) != len(args.versus):
             ap.error(f"--versus takes ROW=REFERENCE pairs, got {args.versus}")
         text = ablation_table(args.sweep_dir, args.reference, args.steps, args.script, args.plot,
-                              args.resamples, versus, args.only)
+                              args.resamples, versus, args.only, args.note)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -93,11 +93,15 @@ now swa-0.5           --swa 0.5              # the mean of the weights over the 
 # Rows that change prediction only: every saved model of a row scored again with FLAGS (no
 # training; --eval_only --scores_out), so that each is paired with its reference on the very same
 # weights and the CI holds no training noise at all. Their table is results/quality-predict.md;
-# its wall column is the scored models' training time. A few minutes per row on 2 cores.
+# its wall column is the scored models' training time. A few minutes per row on 2 cores. The
+# pooled table results/quality-predict-pooled.md holds them all: one order against both.
 RESCORED=()
+ONE_ORDER=()  # for the pooled table: the NAME=REF pairs whose REF predicted from one order (the
+              # others the other way round: REF from both, NAME from one)
 rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, as NAME-sSEED
     local name=$1 ref=$2 folder seed; shift 2
     RESCORED+=("$name=$ref")
+    if [[ " $* " == *" --pair_orders predict "* ]]; then ONE_ORDER+=("$name=$ref"); fi
     selected "$name" || return 0
     for folder in "$OUT/$ref"-s*/; do
         [ -f "$folder/summary.json" ] || continue  # (no match: the pattern itself, skipped)
@@ -108,6 +112,7 @@ rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, 
 rescore rdrop-3-predict rdrop-3 --pair_orders predict  # the pair-orders-predict row's change, on 11 models
 rescore fast-dropout-predict fast-dropout --pair_orders predict
 rescore attention-groups-predict attention-groups --pair_orders predict
+rescore pair-orders-one pair-orders-predict --pair_orders one  # the same change on today's models, undone
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
@@ -123,11 +128,34 @@ if has_runs "$TODAY_REF"; then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality-today.md" --steps full --reference "$TODAY_REF" \
         --only "$TODAY_REF" "${VERSUS[@]%%=*}" --versus "${NOW_VERSUS[@]}" --script sweeps/quality.sh
 fi
+# The rows on the default now alone, against it at their seeds (a machine that holds no rdrop-3 runs).
+latest=()  # those of its rows that have runs
+for pair in "${NOW_VERSUS[@]}"; do
+    if [ "${pair#*=}" = "$NOW_REF" ] && has_runs "${pair%%=*}"; then latest+=("${pair%%=*}"); fi
+done
+if has_runs "$NOW_REF" && ! has_runs "$TODAY_REF" && (( ${#latest[@]} )); then
+    $PY sweeps/collect.py "$OUT" "$RESULTS/quality-now.md" --steps full --reference "$NOW_REF" \
+        --only "$NOW_REF" "${latest[@]}" --script sweeps/quality.sh
+fi
 # The prediction-time rows that have runs, each against the row whose models it scored.
 present=()
 for pair in "${RESCORED[@]}"; do if has_runs "${pair%%=*}"; then present+=("$pair"); fi; done
 if (( ${#present[@]} )); then
     refs=("${present[@]#*=}")
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality-predict.md" --steps full --reference "${refs[0]}" \
-        --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh
+        --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh \
+        --note "A rescore row trains nothing: it is each saved model of its reference row (the weights of that run's best evaluation) scored again with the row's --pair_orders (--eval_only --scores_out), so its wall minutes are the reference's."
+    # And pooled (every rescore row above is the same change, one pair order or the mean of both
+    # at prediction, on models of the same recipe up to dropout draws): every saved model
+    # predicted both ways, paired model by model on the same dev examples (compare.py's NAME=RUN).
+    one=() both=()
+    pool() {  # pool ONE_ROW BOTH_ROW: the runs of each row into its group
+        local f
+        for f in "$OUT/$1"-s*/summary.json; do one+=("one-order=${f%/summary.json}"); done
+        for f in "$OUT/$2"-s*/summary.json; do both+=("both-orders=${f%/summary.json}"); done
+    }
+    for pair in "${present[@]}"; do
+        if [[ " ${ONE_ORDER[*]} " == *" $pair "* ]]; then pool "${pair#*=}" "${pair%%=*}"; else pool "${pair%%=*}" "${pair#*=}"; fi
+    done
+    $PY compare.py "${one[@]}" "${both[@]}" --out "$RESULTS/quality-predict-pooled.md" > /dev/null
 fi

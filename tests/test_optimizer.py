@@ -182,7 +182,10 @@ def _train_sometimes(net, opt, data, lrs=None, start=0):
         opt.step()
 
 
-def _assert_close_to(ours, ref, rel=1e-6):
+def _assert_close_to(ours, ref, rel=1e-5):
+    # fp32 over many steps: both sides round in another order (a few dozen ulps apart on some
+    # CPUs: 1.5e-6 of the largest weight measured); a wrong term (bias correction, decay) at
+    # these learning rates moves weights by orders of magnitude more
     for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
         assert (p - q).abs().max() <= rel * q.abs().max(), name
 

@@ -132,8 +132,32 @@ def test_quality_rescore_rows_score_a_rows_saved_models_again(tmp_path, tiny_ber
                 for r in ("attention-groups", "attention-groups-predict"))
     assert "--pair_orders one" in ref  # (predict is the default now)
     assert "--pair_orders" not in row and "--eval_only" in row and "| 2 |" in row
-    assert "attention-groups-predict: Δ overall" in table
+    assert "attention-groups-predict: Δ overall" in table and "trains nothing" in table
     assert not (tmp_path / "results" / "quality-today.md").exists()  # no rdrop-3 runs: no second table
+    pooled = (tmp_path / "results" / "quality-predict-pooled.md").read_text()
+    assert "| one-order | 2 (1, 2) |" in pooled and "| both-orders" in pooled and "both-orders: Δ overall" in pooled
+
+
+def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # a fresh machine with only runs on the default now: the table of its rows, and the default's
+    # own models predicted from one order, pooled the right way round (one order against both)
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="pair-orders-predict swa-0.5 pair-orders-one",
+                SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = tmp_path / "results"
+    assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
+    def rows(table):
+        return [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
+    now = (results / "quality-now.md").read_text()
+    assert rows(now) == ["| pair-orders-predict", "| swa-0.5"]
+    assert "--swa 0.5" in next(l for l in now.splitlines() if l.startswith("| swa-0.5")) and "swa-0.5: Δ overall" in now
+    predict = (results / "quality-predict.md").read_text()
+    assert rows(predict) == ["| pair-orders-predict", "| pair-orders-one"]
+    one = next(l for l in predict.splitlines() if l.startswith("| pair-orders-one"))
+    assert "--pair_orders one" in one and "| 2 |" in one
+    pooled = (results / "quality-predict-pooled.md").read_text()
+    one_order, both = (next(l for l in pooled.splitlines() if l.startswith(f"| {g} |")) for g in ("one-order", "both-orders"))
+    assert "| 2 (1, 2) |" in one_order and "| 2 (1, 2) |" in both and "both-orders: Δ overall" in pooled
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
