@@ -35,6 +35,16 @@ def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str,
                           capture_output=True, text=True, timeout=300)
 
 
+def row_names(table: str) -> list[str]:
+    """The first cell of each row of a markdown table ("| name", its `*` dropped), header left out."""
+    return [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
+
+
+def table_line(table: str, start: str) -> str:
+    """The table's first line that starts with `start`."""
+    return next(l for l in table.splitlines() if l.startswith(start))
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_row_of_every_sweep_is_a_valid_command_line(script, tmp_path, tiny_bert_dir, tiny_data_dir):
     res = sweep(script, tmp_path, tiny_bert_dir, tiny_data_dir, DRY_RUN="1", SEEDS="1 2")
@@ -106,9 +116,8 @@ def test_quality_rows_on_todays_default_alone_make_their_own_table(tmp_path, tin
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (tmp_path / "results" / "quality.md").exists()
     table = (tmp_path / "results" / "quality-today.md").read_text()
-    rows = [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
-    assert rows == ["| rdrop-3", "| head-lr-3e-3"]  # today's default first, as the reference
-    row = next(l for l in table.splitlines() if l.startswith("| head-lr-3e-3"))
+    assert row_names(table) == ["| rdrop-3", "| head-lr-3e-3"]  # today's default first, as the reference
+    row = table_line(table, "| head-lr-3e-3")
     assert "--head_lr 0.003" in row and "| 2 |" in row and "head-lr-3e-3: Δ overall" in table
 
 
@@ -126,10 +135,8 @@ def test_quality_rescore_rows_score_a_rows_saved_models_again(tmp_path, tiny_ber
         assert saved["pair_orders"] == "predict" and saved["seed"] == seed
         assert saved["checkpoint"] == [str(runs / f"attention-groups-s{seed}")]
     table = (tmp_path / "results" / "quality-predict.md").read_text()
-    rows = [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
-    assert rows == ["| attention-groups", "| attention-groups-predict"]
-    ref, row = (next(l for l in table.splitlines() if l.startswith(f"| {r} |"))
-                for r in ("attention-groups", "attention-groups-predict"))
+    assert row_names(table) == ["| attention-groups", "| attention-groups-predict"]
+    ref, row = (table_line(table, f"| {r} |") for r in ("attention-groups", "attention-groups-predict"))
     assert "--pair_orders one" in ref  # (predict is the default now)
     assert "--pair_orders" not in row and "--eval_only" in row and "| 2 |" in row
     assert "attention-groups-predict: Δ overall" in table and "trains nothing" in table
@@ -146,17 +153,15 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
     assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
-    def rows(table):
-        return [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
     now = (results / "quality-now.md").read_text()
-    assert rows(now) == ["| pair-orders-predict", "| swa-0.5"]
-    assert "--swa 0.5" in next(l for l in now.splitlines() if l.startswith("| swa-0.5")) and "swa-0.5: Δ overall" in now
+    assert row_names(now) == ["| pair-orders-predict", "| swa-0.5"]
+    assert "--swa 0.5" in table_line(now, "| swa-0.5") and "swa-0.5: Δ overall" in now
     predict = (results / "quality-predict.md").read_text()
-    assert rows(predict) == ["| pair-orders-predict", "| pair-orders-one"]
-    one = next(l for l in predict.splitlines() if l.startswith("| pair-orders-one"))
+    assert row_names(predict) == ["| pair-orders-predict", "| pair-orders-one"]
+    one = table_line(predict, "| pair-orders-one")
     assert "--pair_orders one" in one and "| 2 |" in one
     pooled = (results / "quality-predict-pooled.md").read_text()
-    one_order, both = (next(l for l in pooled.splitlines() if l.startswith(f"| {g} |")) for g in ("one-order", "both-orders"))
+    one_order, both = (table_line(pooled, f"| {g} |") for g in ("one-order", "both-orders"))
     assert "| 2 (1, 2) |" in one_order and "| 2 (1, 2) |" in both and "both-orders: Δ overall" in pooled
 
 
@@ -167,7 +172,7 @@ def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["default-s1", "default-s2", "fgsm-s1", "fgsm-s2"]
     table = (tmp_path / "results" / "ablation.md").read_text()
-    default = next(l for l in table.splitlines() if l.startswith("| default |"))
+    default = table_line(table, "| default |")
     assert "--fgsm" not in default and "| 2 |" in default and "| reference |" in default
     assert "fgsm: Δ overall " in table and "95% CI [" in table
     assert (tmp_path / "results" / "ablation.png").is_file()
@@ -274,6 +279,6 @@ def test_quality_runs_full_jobs_at_each_seed_against_the_default(tmp_path, tiny_
         "default-s1", "default-s2", "label-smoothing-s1", "label-smoothing-s2"]
     table = (tmp_path / "results" / "quality.md").read_text()
     assert "the full main job" in table
-    ls = next(l for l in table.splitlines() if l.startswith("| label-smoothing"))
+    ls = table_line(table, "| label-smoothing")
     assert "--label_smoothing 0.1" in ls and "| 2 |" in ls
     assert "label-smoothing: Δ overall " in table
