@@ -262,4 +262,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --eval_only and one --checkpoint: also write the evaluation as a run folder "
                         "(config.json, dev_scores.npz, summary.json) for compare.py; with --pair_orders "
                         "predict, a one-order run scored from both orders (saved_runs.py)")
+    g.add_argument("--raw_weights", action="store_true",
+                   help="with --eval_only: score each run's weights at its last step (RUN/state) instead of "
+                        "its best evaluation's; for an --ema or --swa run, the same training without the "
+                        "average (saved_runs.py)")
     return p

@@ -13,7 +13,8 @@ from base_bert import CheckpointError
 from checkpoint import read_json
 
 # Where a run writes and how it was started, not what it trains: never replayed from a file.
-NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only", "scores_out")
+NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only", "scores_out",
+                "raw_weights")
 
 # Flags whose default is not what runs from before the flag did, with what those runs did. A run
 # writes every setting into its configuration, so a saved one that lacks such a key was written

@@ -4,11 +4,17 @@
     python multitask_classifier.py --eval_only --checkpoint runs/X runs/Y runs/Z   # their ensemble
     python multitask_classifier.py --eval_only --checkpoint runs/X --pair_orders predict \\
         --scores_out runs/X-predict --no_predictions   # a prediction-time change, scored for compare.py
+    python multitask_classifier.py --eval_only --checkpoint runs/X --raw_weights \\
+        --scores_out runs/X-raw --no_predictions       # an --swa run without its average
 
 A prediction-time change (today one: `--pair_orders one` or `predict` for a run trained on one
 order) changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
 writes the evaluation as a run folder (config.json, dev_scores.npz, summary.json) that compare.py
 and the sweeps read like any run, paired example by example with the run it was scored from.
+
+A weight average (--ema, --swa) changes no training step: `--raw_weights` scores a run's own
+weights at its last step (state/) instead of its best evaluation's, so an --swa run and its raw
+weights are one training with and without the average, paired on the same trajectory.
 """
 from __future__ import annotations
 
@@ -41,10 +47,13 @@ def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argpar
 
 def load_run(path, args, device):
     """(model on `device`, the arguments it predicts with, its tokenizer) of a run folder, its best/,
-    or a folder written by export.py."""
-    folder = Path(path)
+    or a folder written by export.py. --raw_weights: a run folder's weights at its last step."""
+    run = folder = Path(path)
     recover_folder(folder / "best")  # a crash while best/ was being replaced leaves best.old
     folder = folder / "best" if (folder / "best").is_dir() else folder
+    if args.raw_weights and not (run / "best").is_dir():
+        raise RunError(f"{run}: --raw_weights reads a run folder (its best/ and state/), not a folder "
+                       "of saved weights alone", code=2)
     verify_folder(folder)  # before reading any of it: args.json, config.json, weights, vocabulary
     if (folder / "heads.json").is_file():  # a folder written by export.py
         from export import load_exported  # imported here: export.py imports multitask_classifier
@@ -52,9 +61,24 @@ def load_run(path, args, device):
     else:
         margs = saved_args(folder, "args.json")
         model = build_model(margs, checkpoint=folder)
-        load_weights(model, folder)
+        load_weights(model, raw_weights(run) if args.raw_weights else folder)
     margs = at_prediction(margs, args)
+    if args.raw_weights:  # (recorded, so that compare.py tells these scores from the run's own)
+        margs = argparse.Namespace(**{**vars(margs), "raw_weights": True})
     return model.to(device), margs, BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
+
+
+def raw_weights(run: Path) -> Path:
+    """The folder of a run's weights at its last step: state/, what --resume continues from. They
+    are the weights training itself moved (--ema and --swa average them only for evaluation), so
+    an averaging run scored from them is the same run without the average, paired on one
+    trajectory: the average changes no training step. For a finished run, the last step's."""
+    state = run / "state"
+    recover_folder(state)
+    if not (state / "model.safetensors").is_file():
+        raise RunError(f"{run}: no state/ to read the raw weights from (a run keeps it after its "
+                       "last step)", code=2)
+    return state
 
 
 def eval_only(args, device, precision) -> dict:

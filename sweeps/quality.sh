@@ -98,10 +98,8 @@ now swa-0.5           --swa 0.5              # the mean of the weights over the 
 RESCORED=()
 ONE_ORDER=()  # for the pooled table: the NAME=REF pairs whose REF predicted from one order (the
               # others the other way round: REF from both, NAME from one)
-rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, as NAME-sSEED
+scored() {  # scored NAME ROW FLAGS...: ROW's saved models scored with FLAGS, as NAME-sSEED
     local name=$1 ref=$2 folder seed; shift 2
-    RESCORED+=("$name=$ref")
-    if [[ " $* " == *" --pair_orders predict "* ]]; then ONE_ORDER+=("$name=$ref"); fi
     selected "$name" || return 0
     for folder in "$OUT/$ref"-s*/; do
         [ -f "$folder/summary.json" ] || continue  # (no match: the pattern itself, skipped)
@@ -109,10 +107,25 @@ rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, 
         run "$name-s$seed" --eval_only --checkpoint "${folder%/}" --scores_out "$OUT/$name-s$seed" --no_predictions "$@"
     done
 }
+rescore() {  # rescore NAME REF FLAGS...: REF's saved models scored with FLAGS, as NAME-sSEED
+    RESCORED+=("$1=$2")
+    if [[ " $* " == *" --pair_orders predict "* ]]; then ONE_ORDER+=("$1=$2"); fi
+    scored "$@"
+}
 rescore rdrop-3-predict rdrop-3 --pair_orders predict  # the pair-orders-predict row's change, on 11 models
 rescore fast-dropout-predict fast-dropout --pair_orders predict
 rescore attention-groups-predict attention-groups --pair_orders predict
 rescore pair-orders-one pair-orders-predict --pair_orders one  # the same change on today's models, undone
+
+# A weight average changes no training step: each saved model of an averaging row scored from its
+# raw weights at the last step (--raw_weights), as ROW-raw-sSEED, is that very training without
+# the average. Δ = the row minus those, seed by seed on one trajectory, in results/quality-swa.md.
+AVERAGED=()  # ROW=ROW-raw pairs
+unaveraged() {  # unaveraged ROW: ROW's models from their raw weights
+    AVERAGED+=("$1=$1-raw")
+    scored "$1-raw" "$1" --raw_weights
+}
+unaveraged swa-0.5
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
@@ -137,14 +150,19 @@ if has_runs "$NOW_REF" && ! has_runs "$TODAY_REF" && (( ${#latest[@]} )); then
     $PY sweeps/collect.py "$OUT" "$RESULTS/quality-now.md" --steps full --reference "$NOW_REF" \
         --only "$NOW_REF" "${latest[@]}" --script sweeps/quality.sh
 fi
+paired_table() {  # paired_table FILE NOTE ROW=REF...: the pairs with runs on both sides (left in
+                  # `present`), each row against its REF; fails when no pair has runs
+    local file=$1 note=$2 pair; shift 2
+    present=()
+    for pair in "$@"; do if has_runs "${pair%%=*}" && has_runs "${pair#*=}"; then present+=("$pair"); fi; done
+    (( ${#present[@]} )) || return 1
+    local refs=("${present[@]#*=}")
+    $PY sweeps/collect.py "$OUT" "$RESULTS/$file" --steps full --reference "${refs[0]}" \
+        --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh --note "$note"
+}
+paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 # The prediction-time rows that have runs, each against the row whose models it scored.
-present=()
-for pair in "${RESCORED[@]}"; do if has_runs "${pair%%=*}"; then present+=("$pair"); fi; done
-if (( ${#present[@]} )); then
-    refs=("${present[@]#*=}")
-    $PY sweeps/collect.py "$OUT" "$RESULTS/quality-predict.md" --steps full --reference "${refs[0]}" \
-        --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh \
-        --note "A rescore row trains nothing: it is each saved model of its reference row (the weights of that run's best evaluation) scored again with the row's --pair_orders (--eval_only --scores_out), so its wall minutes are the reference's."
+if paired_table quality-predict.md "A rescore row trains nothing: it is each saved model of its reference row (the weights of that run's best evaluation) scored again with the row's --pair_orders (--eval_only --scores_out), so its wall minutes are the reference's." "${RESCORED[@]}"; then
     # And pooled (every rescore row above is the same change, one pair order or the mean of both
     # at prediction, on models of the same recipe up to dropout draws): every saved model
     # predicted both ways, paired model by model on the same dev examples (compare.py's NAME=RUN).

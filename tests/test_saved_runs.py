@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import compare
 import multitask_classifier as mc
 import saved_runs
 from conftest import DATA_FILES
+from checkpoint import read_tensors
+from ema import FILE as AVERAGE
 from evaluation import load_dev_scores
 
 TINY_RUN = ("--max_train_examples", "16", "--epochs", "1")
@@ -99,6 +102,38 @@ def test_a_run_predicting_both_orders_scores_one_when_asked(trained):
     assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", both, *ONE, "--scores_out", out)) == 0
     np.testing.assert_allclose(load_dev_scores(out / "dev_scores.npz")["para"]["scores"],
                                load_dev_scores(trained.run / "dev_scores.npz")["para"]["scores"], atol=1e-5)
+
+
+def test_raw_weights_of_an_swa_run_are_the_same_run_without_the_average(trained):
+    swa = trained.root / "swa-run"
+    assert mc.main(trained.argv("swa-run", *TINY_RUN, *ONE, "--swa", "0.5")) == 0
+    raw, plain = read_tensors(swa / "state" / "model.safetensors"), read_tensors(trained.run / "state" / "model.safetensors")
+    assert all(torch.equal(raw[n], plain[n]) for n in plain)  # the average changed no training step
+    average = read_tensors(swa / "state" / AVERAGE)
+    assert any(not torch.equal(raw[n], t) for n, t in average.items() if n in raw)  # and is not them
+    out = trained.root / "swa-raw"
+    assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", swa, "--raw_weights", "--scores_out", out)) == 0
+    mine, theirs = load_dev_scores(out / "dev_scores.npz"), load_dev_scores(trained.run / "dev_scores.npz")
+    for t in mine:  # the run without --swa, whose one evaluation was its last step
+        np.testing.assert_allclose(mine[t]["scores"], theirs[t]["scores"], atol=1e-5)
+    averaged = load_dev_scores(swa / "dev_scores.npz")
+    assert any(not np.allclose(averaged[t]["scores"], mine[t]["scores"], atol=1e-5) for t in mine)
+    cfg = compare.run_config(out)
+    assert cfg["raw_weights"] is True and cfg["swa"] == 0.5  # a row of its own in compare.py
+    keys = {compare.model_key(c) for c in (cfg, compare.run_config(swa), compare.run_config(trained.run))}
+    assert len(keys) == 3
+
+
+def test_raw_weights_needs_a_run_folder_with_its_state(trained, capsys):
+    bare = trained.root / "no-state"
+    shutil.copytree(trained.run, bare, ignore=shutil.ignore_patterns("state"))
+    cases = ((trained.argv("x", *TINY_RUN, "--raw_weights"), "--raw_weights is for an evaluation of a saved run"),
+             (trained.argv("u", "--eval_only", "--checkpoint", trained.run / "best", "--raw_weights"),
+              "reads a run folder"),
+             (trained.argv("u", "--eval_only", "--checkpoint", bare, "--raw_weights"), "no state/"))
+    for argv, message in cases:
+        assert mc.main(argv) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_at_prediction_changes_only_a_one_order_run():

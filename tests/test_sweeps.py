@@ -148,8 +148,8 @@ def test_quality_rescore_rows_score_a_rows_saved_models_again(tmp_path, tiny_ber
 def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_bert_dir, tiny_data_dir):
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
-    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, ROWS="pair-orders-predict swa-0.5 pair-orders-one",
-                SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"))
+    res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw")
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
     assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
@@ -163,6 +163,12 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     pooled = (results / "quality-predict-pooled.md").read_text()
     one_order, both = (table_line(pooled, f"| {g} |") for g in ("one-order", "both-orders"))
     assert "| 2 (1, 2) |" in one_order and "| 2 (1, 2) |" in both and "both-orders: Δ overall" in pooled
+    # SWA against the raw weights of its own runs: the pair in a table of its own, no other row
+    swa = (results / "quality-swa.md").read_text()
+    assert row_names(swa) == ["| swa-0.5-raw", "| swa-0.5"]
+    raw = table_line(swa, "| swa-0.5-raw")
+    assert "--raw_weights" in raw and "--swa 0.5" in raw and "| 2 | " in raw and "swa-0.5: Δ overall" in swa
+    assert "swa-0.5-raw" not in now and "swa-0.5-raw" not in predict
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
