@@ -119,7 +119,8 @@ rescore pair-orders-one pair-orders-predict --pair_orders one  # the same change
 
 # A weight average changes no training step: each saved model of an averaging row scored from its
 # raw weights at the last step (--raw_weights), as ROW-raw-sSEED, is that very training without
-# the average. Δ = the row minus those, seed by seed on one trajectory, in results/quality-swa.md.
+# the average. Δ = the row minus those, in results/quality-swa.md (its CI takes the two rows'
+# seeds as unpaired, as for any two rows: wider than the pairing on one trajectory needs).
 AVERAGED=()  # ROW=ROW-raw pairs
 unaveraged() {  # unaveraged ROW: ROW's models from their raw weights
     AVERAGED+=("$1=$1-raw")
