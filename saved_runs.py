@@ -36,13 +36,15 @@ from trainer import RunError
 def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argparse.Namespace:
     """The saved run's arguments with the prediction-time settings the command line asks for.
     --pair_orders one and predict train alike, so a run trained on one order can predict either
-    way; `both` trains on both orders and cannot be asked for here. Not given (None): the run's own."""
+    way; `both` trains on both orders and cannot be asked for here. Not given (None): the run's own.
+    --raw_weights is recorded too, so that compare.py tells those scores from the run's own."""
     if args.pair_orders == "both":
         raise RunError("--pair_orders both changes training; with --eval_only only one or predict "
                        "applies (how a run trained on one order predicts)", code=2)
+    asked = {"raw_weights": True} if args.raw_weights else {}
     if args.pair_orders is not None and margs.pair_orders in ("one", "predict"):
-        margs = argparse.Namespace(**{**vars(margs), "pair_orders": args.pair_orders})
-    return margs
+        asked["pair_orders"] = args.pair_orders
+    return argparse.Namespace(**{**vars(margs), **asked}) if asked else margs
 
 
 def load_run(path, args, device):
@@ -63,8 +65,6 @@ def load_run(path, args, device):
         model = build_model(margs, checkpoint=folder)
         load_weights(model, raw_weights(run) if args.raw_weights else folder)
     margs = at_prediction(margs, args)
-    if args.raw_weights:  # (recorded, so that compare.py tells these scores from the run's own)
-        margs = argparse.Namespace(**{**vars(margs), "raw_weights": True})
     return model.to(device), margs, BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
 
 

@@ -137,7 +137,7 @@ def test_raw_weights_needs_a_run_folder_with_its_state(trained, capsys):
 
 
 def test_at_prediction_changes_only_a_one_order_run():
-    ns = lambda **k: argparse.Namespace(**k)
+    ns = lambda **k: argparse.Namespace(**{"raw_weights": False, **k})
     assert saved_runs.at_prediction(ns(pair_orders="one"), ns(pair_orders="predict")).pair_orders == "predict"
     assert saved_runs.at_prediction(ns(pair_orders="predict"), ns(pair_orders="one")).pair_orders == "one"
     assert saved_runs.at_prediction(ns(pair_orders="both"), ns(pair_orders="predict")).pair_orders == "both"
