@@ -17,7 +17,10 @@ the seed-to-seed noise that resampling examples does not already carry (seed_spr
 within-group sd over seeds, less its bootstrap part, pooled over the groups, times
 sqrt(1/n + 1/n_ref), t-distributed with the pooled degrees of freedom). With one seed per group
 that noise cannot be estimated and the CI covers the dev examples only; the legend says which.
-Rows whose Δ overall CI excludes 0 are marked `*`.
+A row that trains what the reference trains (a prediction-time change, a weight average) at fewer
+seeds, all among the reference's, is compared with the reference's runs at its own seeds alone,
+seed by seed ("at seeds S" after its Δ): it then carries no training noise of the reference's
+other seeds. Rows whose Δ overall CI excludes 0 are marked `*`.
 --no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
 A run given as NAME=RUN joins the group NAME whatever its configuration: the runs of several
 rows pooled into one, e.g. every saved model of a recipe against the same models scored with a
@@ -117,6 +120,26 @@ def model_key(config: dict | None):
     config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
+
+
+# Settings that change what a run evaluates and keeps, never a training step: two runs whose
+# configurations differ only by these (and by the seed) move the same weights at each seed.
+# --pair_orders one and predict train alike (both train on one order); --ema, --swa and
+# --wise_alphas average or interpolate weights for evaluation only; --raw_weights scores a run's
+# last step. A new flag of that kind belongs here too, or its rows are compared as unpaired.
+EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights"}
+TRAINS_AS = {("pair_orders", "predict"): "one"}
+
+
+def training_key(config: dict | None):
+    """What identifies the training alone: model_key's configuration without the settings that
+    change only what is evaluated (EVALUATION_ONLY, TRAINS_AS). None never matches."""
+    if config is None:
+        return None
+    config = {**parser_defaults(), **config}
+    config = {k: TRAINS_AS.get((k, v), v) if isinstance(v, str) else v
+              for k, v in config.items() if k not in EVALUATION_ONLY}
+    return model_key(config)
 
 
 @functools.lru_cache(maxsize=1)
@@ -273,20 +296,22 @@ def seed_spread(metrics: list[list[dict]], replicates: list[list[dict]]) -> tupl
 
 
 def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: int = 0,
-                     seed: int = 0) -> list[dict]:
+                     seed: int = 0, refs: list | None = None) -> list[dict]:
     """The 95% CI of Δ = group - groups[0] for each metric and overall, per group (a list of its
     runs' replicate_metrics dicts): [{metric: (lo, hi)}]. Overall comes from the task metrics of
     the same replicate, so the tasks are resampled jointly. With a seed `spread` (seed_spread's
     sd per metric, df > 0), every replicate of a group's Δ also gets the noise of its seed means:
-    sd * sqrt(1/n + 1/n_ref) times a t(df) draw, the same draws for every metric of the group."""
-    ref = group_mean(groups[0])
+    sd * sqrt(1/n + 1/n_ref) times a t(df) draw, the same draws for every metric of the group.
+    `refs[i]` (matched_seeds): the indices of the reference's runs group i is compared with, None
+    for all of them."""
     out = []
     for i, g in enumerate(groups):
-        mean = group_mean(g)
+        base = groups[0] if not refs or refs[i] is None else [groups[0][j] for j in refs[i]]
+        ref, mean = group_mean(base), group_mean(g)
         noise = 0.0
         if i > 0 and spread and df > 0:
             t = np.random.default_rng([seed, 7919, i]).standard_t(df, size=len(mean["overall"]))
-            noise = t * np.sqrt(1 / len(g) + 1 / len(groups[0]))
+            noise = t * np.sqrt(1 / len(g) + 1 / len(base))
         ci = {}
         for k in mean:
             d = mean[k] - ref[k] + (spread or {}).get(k, 0.0) * noise
@@ -294,6 +319,24 @@ def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: i
             ci[k] = (float(lo), float(hi))
         out.append(ci)
     return out
+
+
+def matched_seeds(group: dict, ref: dict) -> list[int] | None:
+    """Where the reference's runs at `group`'s seeds are (indices into ref["runs"]), for a group
+    that trains what the reference trains (training_key: a prediction-time change, an average of
+    the weights) at fewer seeds, all among the reference's. Each of its runs shares its seed's
+    training with one of the reference's, so its Δ is taken against those runs alone, seed by
+    seed: against the reference's other seeds it would carry their training noise (on the 3-seed
+    default, a 2-seed row of that kind read -0.0009 where its own seeds gave +0.0016). None
+    otherwise, Δ against every run of the reference: for a row that trains otherwise, the
+    reference's other seeds are as good a measure of it as the matching ones."""
+    seeds, theirs = group["seeds"], ref["seeds"]
+    keys = {training_key(r["config"]) for r in group["runs"] + ref["runs"]}
+    if (group is ref or len(keys) != 1 or None in keys or None in seeds or None in theirs
+            or len(set(seeds)) < len(seeds) or len(set(theirs)) < len(theirs)
+            or not set(seeds) < set(theirs)):
+        return None
+    return [theirs.index(s) for s in seeds]
 
 
 def ensemble_run(group: dict, tasks: list[str]) -> dict:
@@ -328,7 +371,9 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
             ensembles: bool = False) -> list[dict]:
     """One row per group of runs (the first is the reference): {"name", "runs" (paths), "seeds",
     "metrics" (mean over seeds), "sd" (None below 2 seeds), "wall_s", "delta" ({metric: (Δ, lo,
-    hi)}; None for the reference), "significant" (Δ overall CI excludes 0), "reference" (name),
+    hi)}; None for the reference), "significant" (Δ overall CI excludes 0), "paired_seeds" (the
+    seeds Δ was taken at, against the reference's runs at those seeds alone: matched_seeds; None
+    when against all of the reference's), "reference" (name),
     "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
     two seeds), "seed_df"}. Notes name tasks left out; they are printed to stderr too.
 
@@ -351,11 +396,12 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     per_seed = [[with_overall(run_metrics(r, tasks)) for r in g["runs"]] for g in groups]
     replicates = [[with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
     spread, df = seed_spread(per_seed, replicates)
-    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed)
-    ref = group_mean(per_seed[0])
+    refs = [matched_seeds(g, groups[0]) for g in groups]
+    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed, refs)
     rows = []
-    for i, (g, ci, seeds) in enumerate(zip(groups, cis, per_seed)):
+    for i, (g, ci, seeds, at) in enumerate(zip(groups, cis, per_seed, refs)):
         mean = group_mean(seeds)
+        ref = group_mean(per_seed[0] if at is None else [per_seed[0][j] for j in at])
         walls = [r["wall_s"] for r in g["runs"] if r["wall_s"] is not None]
         rows.append({"name": g["name"], "runs": [str(r["path"]) for r in g["runs"]], "seeds": g["seeds"],
                      "metrics": mean,
@@ -364,6 +410,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "wall_s": sum(walls) / len(walls) if walls else None,
                      "delta": None if i == 0 else {k: (mean[k] - ref[k], *ci[k]) for k in mean},
                      "significant": i > 0 and excludes_0(*ci["overall"]),
+                     "paired_seeds": None if at is None else list(g["seeds"]),
                      "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
                      "seed_sd": spread.get("overall"), "seed_df": df})
     return rows
@@ -380,10 +427,18 @@ def _ci(d: tuple) -> str:
     return f"{_num(d[0], True)} [{_num(d[1])}, {_num(d[2])}]"
 
 
-def delta_line(row: dict) -> str:
-    """`NAME: Δ overall +0.0042 95% CI [-0.0011, 0.0093]`"""
+def at_seeds(row: dict) -> str:
+    """' at seeds 11711, 1' for a row whose Δ is against the reference at its own seeds alone."""
+    seeds = row.get("paired_seeds")
+    return f" at seeds {', '.join(map(str, seeds))}" if seeds else ""
+
+
+def delta_line(row: dict, against: str = "") -> str:
+    """`NAME: Δ overall +0.0042 95% CI [-0.0011, 0.0093]`, then ` against X` when given and the
+    seeds of a Δ taken at the row's own seeds."""
     d, lo, hi = row["delta"]["overall"]
-    return f"{row['name']}: Δ overall {_num(d, True)} 95% CI [{_num(lo)}, {_num(hi)}]"
+    return (f"{row['name']}: Δ overall {_num(d, True)} 95% CI [{_num(lo)}, {_num(hi)}]"
+            + (f" against {against}" if against else "") + at_seeds(row))
 
 
 def _seeds(seeds: list) -> str:
@@ -406,6 +461,11 @@ def ci_legend(rows: list[dict]) -> str:
     else:
         text += (". Every row has one seed, so the noise of training is not in the CI: it covers the "
                  "dev examples only, and understates how far another seed could move a row.")
+    if any(r.get("paired_seeds") for r in rows):
+        text += (" A Δ 'at seeds S' is against the reference's runs at those seeds alone, seed by "
+                 "seed: the row trains what its reference trains (it changes prediction or averages "
+                 "weights only) at fewer seeds, so the reference's mean ± sd in its own row is not "
+                 "the one that Δ subtracts.")
     return text + " `*`: the 95% CI of Δ overall excludes 0."
 
 
@@ -443,7 +503,8 @@ def markdown(rows: list[dict]) -> str:
             if r["delta"] is None:
                 cells.append("reference")
             else:
-                cells.append(_ci(r["delta"][k]) if k in r["delta"] else "–")
+                cells.append(_ci(r["delta"][k]) + (at_seeds(r) if k == "overall" else "")
+                             if k in r["delta"] else "–")
         if walls:
             cells.append(f"{r['wall_s'] / 60:.1f}" if r["wall_s"] is not None else "–")
         lines.append("| " + " | ".join(cells) + " |")

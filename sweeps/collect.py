@@ -93,7 +93,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
         m, sd = r["metrics"], r["sd"]
         cell = lambda k: compare._num(m[k]) + (f" ± {compare._num(sd[k])}" if sd[k] is not None else "")
         delta = ("reference" if r["delta"] is None else compare._ci(r["delta"]["overall"])
-                 + (f" vs {row_name(r['reference'])}" if moved(r) else ""))
+                 + (f" vs {row_name(r['reference'])}" if moved(r) else "") + compare.at_seeds(r))
         lines.append(f"| {r['name']}{' *' if r['significant'] else ''} | `{flags(configs[r['name']], steps == 'full', seed_rows=True)}` | "
                      f"{len(r['runs'])} | {cell('sst_acc')} | {cell('para_acc')} | {cell('sts_r')} | "
                      f"{cell('overall')} | {delta} | {r['wall_s'] / 60:.1f} |")
@@ -112,8 +112,7 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
                + (chance + " " if chance else "") + "Wall: minutes per run. "
                + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
                + f"Rebuilt by `bash {script}`.")
-    ci_lines = [compare.delta_line(r) + (f" against {row_name(r['reference'])}" if moved(r) else "")
-                for r in rows[1:]]
+    ci_lines = [compare.delta_line(r, row_name(r["reference"]) if moved(r) else "") for r in rows[1:]]
     return "\n".join([caption, "", *lines, "", "```text", *ci_lines, "```"]) + "\n"
 
 

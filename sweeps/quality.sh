@@ -119,8 +119,8 @@ rescore pair-orders-one pair-orders-predict --pair_orders one  # the same change
 
 # A weight average changes no training step: each saved model of an averaging row scored from its
 # raw weights at the last step (--raw_weights), as ROW-raw-sSEED, is that very training without
-# the average. Δ = the row minus those, in results/quality-swa.md (its CI takes the two rows'
-# seeds as unpaired, as for any two rows: wider than the pairing on one trajectory needs).
+# the average. Δ = the row minus those, in results/quality-swa.md: at the same seeds, so it is the
+# mean of the seeds' differences (the pooled seed noise on top treats the seeds as unpaired).
 AVERAGED=()  # ROW=ROW-raw pairs
 unaveraged() {  # unaveraged ROW: ROW's models from their raw weights
     AVERAGED+=("$1=$1-raw")

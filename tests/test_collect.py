@@ -86,6 +86,24 @@ def test_versus_rows_are_compared_with_their_own_base(tmp_path):
         collect.main([str(sweep), str(out), "--versus", "both=gone"])
 
 
+def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_those_seeds(tmp_path):
+    # new has a third, worse seed; new-one (PARA from one pair order: new's training) ran only its
+    # first two, scoring like new there; both (--mnrl on top: another training) is unpaired
+    sweep = _three_rows(tmp_path, both_wrong=10)
+    _sweep_run(sweep, "new-s3", ["--seed", 3, "--fgsm"], sst_wrong=70)
+    for seed in (1, 2):
+        _sweep_run(sweep, f"new-one-s{seed}", ["--seed", seed, "--fgsm", "--pair_orders", "one"], sst_wrong=10)
+    out = tmp_path / "t.md"
+    collect.main([str(sweep), str(out), "--resamples", "5000", "--versus", "both=new", "new-one=new"])
+    text = out.read_text()
+    row = next(l for l in text.splitlines() if l.startswith("| new-one"))
+    assert "| +0.0000 [" in row and "] vs new at seeds 1, 2 |" in row
+    assert "new-one: Δ overall +0.0000 95% CI [" in text and "] against new at seeds 1, 2\n" in text
+    assert "A Δ 'at seeds S' is against the reference's runs at those seeds alone" in text
+    both = next(l for l in text.splitlines() if l.startswith("| both"))
+    assert "at seeds" not in both and "| +0.0333 [" in both  # SST: 10 errors against new's mean of 30
+
+
 def test_only_tabulates_the_named_rows(tmp_path):
     # a machine holding only some rows' runs rebuilds the table of those rows, and no other
     sweep = _three_rows(tmp_path, both_wrong=20)

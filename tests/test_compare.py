@@ -212,6 +212,48 @@ def test_seeds_that_agree_add_no_noise_and_one_seed_a_row_is_said_to_leave_it_ou
     assert "the noise of training is not in the CI" in single
 
 
+def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_those_seeds(tmp_path):
+    # The reference's third seed is far worse than its first two. A row that trains alike (PARA
+    # predicted from one pair order, an average of the weights) at the first two seeds, scoring
+    # the same, must read Δ = 0 exactly, not the +0.025 that the reference's mean over all three
+    # seeds gives; a row that trains otherwise is still measured against all three.
+    ref = [make_run(tmp_path / f"ref-s{s}", ["--seed", s], sst_wrong=w, sts_seed=s)
+           for s, w in ((1, 10), (2, 20), (3, 60))]
+    same = [make_run(tmp_path / f"same-s{s}", ["--seed", s, "--pair_orders", "one", "--swa", 0.5],
+                     sst_wrong=w, sts_seed=s) for s, w in ((1, 10), (2, 20))]
+    lr = [make_run(tmp_path / f"lr-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=w, sts_seed=s)
+          for s, w in ((1, 10), (2, 20))]
+    seed4 = make_run(tmp_path / "one-s4", ["--seed", 4, "--pair_orders", "one"], sst_wrong=20, sts_seed=1)
+    rows = compare.compare([*ref, *same, *lr, seed4], resamples=B, seed=0)
+    assert [(r["name"], r["paired_seeds"]) for r in rows] == [
+        ("ref", None), ("same", [1, 2]), ("lr", None), ("one-s4", None)]
+    assert rows[0]["metrics"]["sst_acc"] == pytest.approx(1 - 90 / 200 / 3)  # its row: all 3 seeds
+    assert all(d == 0.0 for d, _, _ in rows[1]["delta"].values())
+    # another training, or a seed the reference lacks: against all 3 seeds (30 errors on average)
+    assert rows[2]["delta"]["sst_acc"][0] == pytest.approx((30 - 15) / 200)
+    assert rows[3]["delta"]["sst_acc"][0] == pytest.approx((30 - 20) / 200)
+    # the CI: the same replicates against the reference's seeds 1 and 2, with the pooled seed noise
+    parts = ([0, 1, 2], [3, 4], [5, 6], [7])
+    runs = [compare.load_run(p) for p in [*ref, *same, *lr, seed4]]
+    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    per_seed = [[compare.with_overall(compare.run_metrics(runs[i], ["sst", "para", "sts"])) for i in g]
+                for g in parts]
+    spread, df = compare.seed_spread(per_seed, [[compare.with_overall(reps[i]) for i in g] for g in parts])
+    assert df == 4 and spread["sst_acc"] > 0  # the third seed: noise beyond the bootstrap
+    cis = compare.bootstrap_deltas([[reps[i] for i in g] for g in parts], spread, df, 0,
+                                   [None, [0, 1], None, None])
+    for r, ci in zip(rows[1:], cis[1:]):
+        assert r["delta"]["overall"][1:] == pytest.approx(ci["overall"])
+    text = compare.markdown(rows)
+    assert "same: Δ overall +0.0000 95% CI" in text and "] at seeds 1, 2\n" in text
+    assert "A Δ 'at seeds S' is against the reference's runs at those seeds alone" in text
+    same_row = next(l for l in text.splitlines() if l.startswith("| same"))
+    assert same_row.count("at seeds") == 1  # on the Δ overall cell only
+    assert text.count("] at seeds") == 2  # that cell and its line below the table
+    # at all of the reference's seeds: nothing to match
+    assert compare.compare([*ref[:2], *same], resamples=B)[1]["paired_seeds"] is None
+
+
 def test_missing_task_is_left_out_with_a_note(tmp_path, capsys):
     a = make_run(tmp_path / "a")
     b = make_run(tmp_path / "b", sst_wrong=4, tasks=("sst", "para"))
