@@ -89,6 +89,7 @@ now pair-orders-predict --pair_orders predict  # PARA: the mean of both orders a
 NOW_REF=pair-orders-predict  # rows on the default now (results/quality-predict.md made it so)
 NOW_FLAGS="$NOW_FLAGS --pair_orders predict"
 now swa-0.5           --swa 0.5              # the mean of the weights over the last half of the steps (SWA)
+now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
 
 # Rows that change prediction only: every saved model of a row scored again with FLAGS (no
 # training; --eval_only --scores_out), so that each is paired with its reference on the very same
@@ -128,6 +129,17 @@ unaveraged() {  # unaveraged ROW: ROW's models from their raw weights
 }
 unaveraged swa-0.5
 
+# Rows that train otherwise, at their last step, against the default's own training at the same
+# seeds at its last step: swa-0.5-raw (--swa changes no training step, so its raw weights are the
+# default's: bit for bit at seed 11711). For a machine that holds swa-0.5's runs but not the
+# default's at those seeds. Table: results/quality-last-step.md.
+LAST_STEP=()  # ROW-raw=swa-0.5-raw pairs
+at_last_step() {  # at_last_step ROW: ROW's models from their raw weights, against swa-0.5-raw
+    LAST_STEP+=("$1-raw=swa-0.5-raw")
+    scored "$1-raw" "$1" --raw_weights
+}
+at_last_step pal
+
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
 has_runs() { compgen -G "$OUT/$1-s*/summary.json" > /dev/null; }
@@ -162,6 +174,7 @@ paired_table() {  # paired_table FILE NOTE ROW=REF...: the pairs with runs on bo
         --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh --note "$note"
 }
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
+paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true
 # The prediction-time rows that have runs, each against the row whose models it scored.
 if paired_table quality-predict.md "A rescore row trains nothing: it is each saved model of its reference row (the weights of that run's best evaluation) scored again with the row's --pair_orders (--eval_only --scores_out), so its wall minutes are the reference's." "${RESCORED[@]}"; then
     # And pooled (every rescore row above is the same change, one pair order or the mean of both
