@@ -149,12 +149,12 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw")
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw")
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
     assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
     now = (results / "quality-now.md").read_text()
-    assert row_names(now) == ["| pair-orders-predict", "| swa-0.5"]
+    assert row_names(now) == ["| pair-orders-predict", "| swa-0.5", "| pal"]
     assert "--swa 0.5" in table_line(now, "| swa-0.5") and "swa-0.5: Δ overall" in now
     predict = (results / "quality-predict.md").read_text()
     assert row_names(predict) == ["| pair-orders-predict", "| pair-orders-one"]
@@ -169,6 +169,12 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     raw = table_line(swa, "| swa-0.5-raw")
     assert "--raw_weights" in raw and "--swa 0.5" in raw and "| 2 | " in raw and "swa-0.5: Δ overall" in swa
     assert "swa-0.5-raw" not in now and "swa-0.5-raw" not in predict
+    # a row that trains otherwise, at its last step, against the default's training at its last step
+    last = (results / "quality-last-step.md").read_text()
+    assert row_names(last) == ["| swa-0.5-raw", "| pal-raw"]
+    row = table_line(last, "| pal-raw")
+    assert "--pal" in row and "--raw_weights" in row and "| 2 |" in row and "pal-raw: Δ overall" in last
+    assert "pal-raw" not in now and "pal-raw" not in predict and "pal-raw" not in swa
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
