@@ -128,7 +128,7 @@ def model_key(config: dict | None):
 # --wise_alphas average or interpolate weights for evaluation only; --raw_weights scores a run's
 # last step. A new flag of that kind belongs here too, or its rows are compared as unpaired.
 EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights"}
-TRAINS_AS = {("pair_orders", "predict"): "one"}
+TRAINS_AS = {"pair_orders": {"predict": "one"}}  # key -> {value: the value it trains as}
 
 
 def training_key(config: dict | None):
@@ -137,7 +137,7 @@ def training_key(config: dict | None):
     if config is None:
         return None
     config = {**parser_defaults(), **config}
-    config = {k: TRAINS_AS.get((k, v), v) if isinstance(v, str) else v
+    config = {k: TRAINS_AS[k].get(v, v) if k in TRAINS_AS else v
               for k, v in config.items() if k not in EVALUATION_ONLY}
     return model_key(config)
 
