@@ -91,6 +91,23 @@ NOW_FLAGS="$NOW_FLAGS --pair_orders predict"
 now swa-0.5           --swa 0.5              # the mean of the weights over the last half of the steps (SWA)
 now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
 
+# In-domain MLM: the encoder first trained to predict masked words of the three training files
+# (pretrain_mlm.py, ~10 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
+# encoder), then the default fine-tuned from it. MLM_EXTRA: flags for pretrain_mlm.py (the tests
+# give it a tiny model and a few steps).
+MLM_DIR=$OUT/mlm-minilm
+mlm_encoder() {
+    selected mlm || return 0
+    # shellcheck disable=SC2086  # MLM_EXTRA is a list of flags
+    if [ -n "${DRY_RUN:-}" ]; then echo "(first: $PY pretrain_mlm.py $MLM_DIR ${MLM_EXTRA:-})" >&2; return; fi
+    [ -f "$MLM_DIR/model.safetensors" ] && return
+    echo "== mlm encoder: pretrain_mlm.py $MLM_DIR ${MLM_EXTRA:-}"
+    $PY pretrain_mlm.py "$MLM_DIR" --overwrite ${MLM_EXTRA:-} > "$MLM_DIR.log" 2>&1 \
+        || { echo "   failed, see $MLM_DIR.log"; tail -3 "$MLM_DIR.log"; }
+}
+mlm_encoder
+now mlm               --bert_model "$MLM_DIR"  # the default, fine-tuned from the in-domain MLM encoder
+
 # Rows that change prediction only: every saved model of a row scored again with FLAGS (no
 # training; --eval_only --scores_out), so that each is paired with its reference on the very same
 # weights and the CI holds no training noise at all. Their table is results/quality-predict.md;
@@ -139,6 +156,7 @@ at_last_step() {  # at_last_step ROW: ROW's models from their raw weights, again
     scored "$1-raw" "$1" --raw_weights
 }
 at_last_step pal
+at_last_step mlm
 
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0

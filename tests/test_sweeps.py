@@ -35,6 +35,14 @@ def sweep(script: str, tmp_path: Path, tiny_bert_dir, tiny_data_dir, *args: str,
                           capture_output=True, text=True, timeout=300)
 
 
+def mlm_extra(tiny_bert_dir, tiny_data_dir) -> str:
+    """pretrain_mlm.py's flags in the tests: the tiny model and training files, two steps."""
+    flags = ["--bert_model", str(tiny_bert_dir), "--steps", "2", "--batch_size", "8", "--threads", "1"]
+    for t in ("sst", "para", "sts"):
+        flags += [f"--{t}_train", str(tiny_data_dir / DATA_FILES[f"{t}_train"][0])]
+    return shlex.join(flags)
+
+
 def row_names(table: str) -> list[str]:
     """The first cell of each row of a markdown table ("| name", its `*` dropped), header left out."""
     return [l.split(" | ")[0].rstrip(" *") for l in table.splitlines() if l.startswith("| ") and not l.startswith("| run")]
@@ -101,6 +109,12 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
         row = vars(runs[f"{name}-s1"])
         assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
+    # the MLM row: the default exactly, from the encoder the sweep trains first (the tests' EXTRA
+    # points every run at the tiny model after it, so its own flag is read from the command line)
+    mlm = vars(runs["mlm-s1"])
+    assert {k for k, v in vars(runs["pair-orders-predict-s1"]).items() if mlm[k] != v} == set()
+    assert argvs["mlm-s1"].split(" --bert_model ")[1].split()[0] == str(tmp_path / "runs" / "mlm-minilm")
+    assert "pretrain_mlm.py" in res.stderr and not (tmp_path / "runs" / "mlm-minilm").exists()
     today = vars(mc.parse_args(shlex.split(argvs["pair-orders-predict-s1"])))
     default = vars(mc.parse_args([]))
     differ = {k for k in default if today[k] != default[k]}
@@ -149,12 +163,19 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw")
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw",
+                MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
     assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
     now = (results / "quality-now.md").read_text()
-    assert row_names(now) == ["| pair-orders-predict", "| swa-0.5", "| pal"]
+    assert row_names(now) == ["| pair-orders-predict", "| swa-0.5", "| pal", "| mlm"]
+    # the MLM encoder was trained once, before mlm's runs, which started from it
+    encoder = tmp_path / "runs" / "mlm-minilm"
+    assert json.loads((encoder / "mlm.json").read_text())["steps"] == 2
+    out = res.stdout
+    assert out.count("== mlm encoder") == 1 and out.index("== mlm encoder") < out.index(f"== mlm-s1: ")
+    assert f"--bert_model {encoder}" in out.split("== mlm-s1: ")[1].splitlines()[0]
     assert "--swa 0.5" in table_line(now, "| swa-0.5") and "swa-0.5: Δ overall" in now
     predict = (results / "quality-predict.md").read_text()
     assert row_names(predict) == ["| pair-orders-predict", "| pair-orders-one"]
@@ -171,7 +192,7 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     assert "swa-0.5-raw" not in now and "swa-0.5-raw" not in predict
     # a row that trains otherwise, at its last step, against the default's training at its last step
     last = (results / "quality-last-step.md").read_text()
-    assert row_names(last) == ["| swa-0.5-raw", "| pal-raw"]
+    assert row_names(last) == ["| swa-0.5-raw", "| pal-raw", "| mlm-raw"]
     row = table_line(last, "| pal-raw")
     assert "--pal" in row and "--raw_weights" in row and "| 2 |" in row and "pal-raw: Δ overall" in last
     assert "pal-raw" not in now and "pal-raw" not in predict and "pal-raw" not in swa

@@ -1,0 +1,86 @@
+"""pretrain_mlm.py: the masking recipe, the text it reads, and an MLM run on the tiny model whose
+output folder is a checkpoint that fine-tuning starts from."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import DATA_FILES
+
+import multitask_classifier as mc
+import pretrain_mlm as mlm
+from bert import BertModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_masking_picks_real_tokens_only_in_berts_proportions():
+    g = torch.Generator().manual_seed(0)
+    B, T, CLS, SEP, PAD, MASK = 400, 50, 101, 102, 0, 103
+    ids = torch.randint(1000, 30000, (B, T), generator=g)
+    lengths = torch.randint(5, T + 1, (B,), generator=g)
+    attention = (torch.arange(T)[None] < lengths[:, None]).long()
+    ids[:, 0] = CLS
+    ids[torch.arange(B), lengths - 1] = SEP
+    ids[attention == 0] = PAD
+    inputs, labels = mlm.mask_tokens(ids, attention, [CLS, SEP, PAD], MASK, 30522, g, p=0.15)
+    chosen = labels != -100
+    real = attention.bool() & (ids != CLS) & (ids != SEP)
+    assert not (chosen & ~real).any()  # never [CLS], [SEP] or padding
+    assert torch.equal(labels[chosen], ids[chosen])  # the label is the original token
+    assert torch.equal(inputs[~chosen], ids[~chosen])  # nothing else changes
+    share = chosen.sum() / real.sum()
+    assert 0.14 < share < 0.16
+    masked = (inputs[chosen] == MASK).float().mean()
+    kept = (inputs[chosen] == ids[chosen]).float().mean()
+    assert 0.77 < masked < 0.83 and 0.08 < kept < 0.12  # 80% [MASK], 10% kept, 10% random
+
+
+def test_corpus_keeps_quora_pairs_whole_and_every_other_sentence_once(tiny_data_dir):
+    files = {t: tiny_data_dir / DATA_FILES[f"{t}_train"][0] for t in mlm.TRAIN_FILES}
+    items = mlm.corpus(files)
+    assert len(items) == len(set(items))
+    pairs = [it for it in items if it[1] is not None]
+    rows = {t: mlm.load(f, t, labelled=True).examples for t, f in files.items()}
+    assert pairs == list(dict.fromkeys((e.sent1, e.sent2) for e in rows["para"]))
+    singles = {a for a, b in items if b is None}
+    assert singles == {e.sent1 for e in rows["sst"]} | {s for e in rows["sts"] for s in (e.sent1, e.sent2)}
+
+
+def mlm_argv(out, tiny_bert_dir, tiny_data_dir, *extra):
+    argv = [str(out), "--bert_model", str(tiny_bert_dir), "--batch_size", "8", "--threads", "1"]
+    for t in mlm.TRAIN_FILES:
+        argv += [f"--{t}_train", str(tiny_data_dir / DATA_FILES[f"{t}_train"][0])]
+    return argv + list(extra)
+
+
+def test_an_mlm_run_learns_and_writes_a_checkpoint_fine_tuning_starts_from(tmp_path, tiny_bert_dir, tiny_data_dir,
+                                                                           run_argv):
+    out = tmp_path / "mlm"
+    assert mlm.main(mlm_argv(out, tiny_bert_dir, tiny_data_dir, "--steps", "101", "--lr", "3e-3",
+                             "--head_lr", "1e-1")) == 0
+    info = json.loads((out / "mlm.json").read_text())
+    assert info["steps"] == 101 and info["texts"] > 100
+    assert info["loss"][-1]["loss"] < info["loss"][0]["loss"] - 1.0  # it learned to predict words
+    base, tuned = BertModel.from_pretrained(str(tiny_bert_dir)), BertModel.from_pretrained(str(out))
+    assert tuned.load_report == {"missing": [], "unexpected": []}
+    assert tuned.config == base.config
+    b, t = base.state_dict(), tuned.state_dict()
+    assert torch.equal(b["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"])  # frozen
+    assert not torch.equal(b["layers.1.attention.qkv.weight"], t["layers.1.attention.qkv.weight"])
+    assert (out / "vocab.txt").read_bytes() == (tiny_bert_dir / "vocab.txt").read_bytes()
+    # a folder in use is not overwritten unless asked
+    assert mlm.main(mlm_argv(out, tiny_bert_dir, tiny_data_dir, "--steps", "1")) == 2
+    # and the main job fine-tunes from it
+    argv = run_argv("ft", "--bert_model", str(out), "--epochs", "1", "--steps_per_epoch", "2", "--no_predictions")
+    assert mc.main(argv) == 0
+    saved = json.loads((tmp_path / "ft" / "run" / "best" / "args.json").read_text())
+    assert saved["bert_model"] == str(out)
+
+
+def test_a_missing_training_file_is_a_one_line_error(tmp_path, tiny_bert_dir, tiny_data_dir, capsys):
+    argv = mlm_argv(tmp_path / "mlm", tiny_bert_dir, tiny_data_dir, "--sst_train", str(tmp_path / "none.csv"))
+    assert mlm.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "none.csv" in err and len(err.splitlines()) == 1
