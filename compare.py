@@ -58,7 +58,7 @@ from replay import read_config
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
 IGNORED_KEYS = {"seed", "out_dir", "resume", "overwrite", "threads", "no_predictions", "report_to",
-                "log_every", "eval_every", "save_every", "checkpoint", "eval_only", "config"}
+                "log_every", "eval_every", "save_every", "checkpoint", "eval_only", "config", "mlm_cache"}
 TITLES = {"sst_acc": "SST acc", "para_acc": "PARA acc", "sts_r": "STS r", "overall": "overall"}
 SEED_SUFFIX = re.compile(r"[-_.]?s(?:eed)?[-_]?\d+$")  # default-s1, lr_seed2, x.s11711
 

@@ -49,7 +49,7 @@ SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD
 HUB_DATASETS = {"sst": "stanfordnlp/sst", "para": "nyu-mll/glue", "sts": "mteb/stsbenchmark-sts"}
 TASK_NAMES = {"sst": "SST-5 sentiment", "para": "Quora paraphrase", "sts": "STS similarity"}
 # Arguments that say where a run wrote its outputs, not what model it trained: left off the card.
-BOOKKEEPING = {*NOT_REPLAYED, "no_predictions", "threads"}
+BOOKKEEPING = {*NOT_REPLAYED, "no_predictions", "threads", "mlm_cache"}  # (where a machine keeps its MLM encoders)
 
 
 # -- reading the run ---------------------------------------------------------------------------
@@ -374,6 +374,9 @@ def model_card(args, name: str, run: Path | None, hidden: int, layers: int, lowe
              f"{', '.join(TASK_NAMES[t] for t in tasks)}, exported from the run's best dev checkpoint. "
              f"Sentence embedding: {POOLING[args.pooling]}, {hidden} dimensions.")
     started = f"`{base}`" if base else f"`{shown('bert_model', args.bert_model)}` (a local checkpoint folder)"
+    if args.mlm_epochs and args.option == "finetune":
+        started += (f", trained further by masked-language modelling on the training text ({args.mlm_epochs:g} "
+                    "pass(es), labels unused) before fine-tuning")
     use = ("Sentence embeddings for English sentiment, paraphrase and semantic-similarity work (compare "
            "sentences by cosine similarity), and mtbert's three task predictions through the task heads in "
            "`heads.safetensors`. A research artefact of a course-project suite, not a production model.")

@@ -9,6 +9,7 @@ in trainer.py and the command line in options.py (parse_args is re-exported here
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -247,12 +248,15 @@ def compile_encoder(bert: BertModel):
         layer.compile(dynamic=True, backend=COMPILE_BACKEND)
 
 
-def build_model(args, checkpoint: Path | None = None) -> MultitaskBERT:
+def build_model(args, checkpoint: Path | None = None, encoder: str | None = None) -> MultitaskBERT:
+    """The model to train, its encoder loaded from `encoder` (default --bert_model), or the
+    architecture of a saved run's `checkpoint` folder, to load its weights into."""
     if checkpoint is None:
         # Attention dropout defaults to the checkpoint's (0.1 for MiniLM and BERT); at 0, CPU
         # scaled_dot_product_attention may take its fused kernel (dropout forces the math path).
         extra = {} if args.attention_dropout is None else {"attention_probs_dropout_prob": args.attention_dropout}
-        bert = BertModel.from_pretrained(args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob, **extra)
+        bert = BertModel.from_pretrained(encoder or args.bert_model, hidden_dropout_prob=args.hidden_dropout_prob,
+                                         **extra)
     else:
         bert = BertModel(BertConfig.from_json(checkpoint / "config.json"))
     bert.unpad = not args.no_unpad
@@ -288,6 +292,37 @@ def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 
           f"{model.sts_affine[1].item():.3f}")
 
 
+def in_domain_encoder(args, raw: dict, device, run_dir: Path) -> str:
+    """--mlm_epochs: the encoder fine-tuning starts from, --bert_model trained further by masked-
+    language modelling on the run's training text (pretrain_mlm.py; once per base, text and
+    settings: a later run reuses it from --mlm_cache). Recorded in the run's mlm.json. Off for the
+    starter's --option pretrain (a frozen encoder) and for a resumed run (its state holds the
+    weights)."""
+    record = run_dir / "mlm.json"
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if args.resume and (run_dir / "state").is_dir():
+        return args.bert_model
+    if not args.mlm_epochs or args.option == "pretrain":
+        if main_rank:
+            record.unlink(missing_ok=True)  # (an overwritten run's)
+        return args.bert_model
+    from pretrain_mlm import cached_encoder
+    train_text = {t: raw[t, "train"] for t in TASKS if (t, "train") in raw}
+    folder, info = cached_encoder(args.bert_model, train_text, args.mlm_epochs, args.max_length,
+                                  Path(args.mlm_cache), device)
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"encoder": str(folder), **info}, indent=2))
+    seed_everything(args.seed)  # fine-tuning as from --bert_model FOLDER: the MLM drew from the RNGs
+    return str(folder)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 @contextmanager
 def prepare_run_dir(args):
     """The run folder, locked against other runs until the run ends. The lock comes before the
@@ -311,7 +346,7 @@ def train(args, device, precision=FP32) -> dict:
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
     with prepare_run_dir(args) as run_dir:
-        model = build_model(args).to(device)
+        model = build_model(args, encoder=in_domain_encoder(args, raw, device, run_dir)).to(device)
         distributed.setup(device)  # the process group first: the broadcast needs it under torchrun
         distributed.broadcast_parameters(model)
         if model.pal is not None:
@@ -349,9 +384,7 @@ def main(argv=None) -> int:
             torch.backends.cuda.matmul.allow_tf32 = True
         precision = choose(args.precision, device)
         print(f"precision: {precision.describe()}")
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
         if args.eval_only:
             from saved_runs import eval_only  # imported here: saved_runs.py imports this module
             eval_only(args, device, precision)

@@ -3,7 +3,11 @@ pre-training on the tasks' own text (Sun et al. 2019, "How to Fine-Tune BERT for
 Classification"; the best CS224N projects on these three tasks used it).
 
     python pretrain_mlm.py runs/mlm-minilm                  # ~1 pass over the training text
-    python multitask_classifier.py --bert_model runs/mlm-minilm   # fine-tune from it
+    python multitask_classifier.py --bert_model runs/mlm-minilm --mlm_epochs 0   # fine-tune from it
+
+The main job does both by default (--mlm_epochs 1): `cached_encoder` below trains the encoder once
+into a cache folder named by everything it depends on, and every later run with the same base,
+training text and settings starts from it (the fine-tuning seed is not among them).
 
 Text: the training files of the three tasks, labels unused: SST sentences and STS sentences one
 by one, Quora questions as pairs. That is how the default heads encode them (STS bi-encoded, PARA
@@ -23,9 +27,12 @@ The head is not saved: fine-tuning does not use it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from base_bert import CheckpointError, resolve_model_dir
+from base_bert import WEIGHT_FILES, CheckpointError, resolve_model_dir
 from bert import BertModel
 from datasets import DataError, load
 from export import ENCODER, hf_config, split_state, write_export
@@ -66,10 +73,16 @@ class MLMHead(nn.Module):
 
 
 def corpus(files: dict[str, Path]) -> list[tuple[str, str | None]]:
-    """Unique training texts: SST and STS sentences alone, Quora pairs as pairs (first seen kept)."""
+    """Unique training texts of the files (see `texts`)."""
+    return texts({task: load(path, task, labelled=True).examples for task, path in files.items()})
+
+
+def texts(examples: dict[str, list]) -> list[tuple[str, str | None]]:
+    """Unique texts of task -> examples: SST and STS sentences alone, Quora pairs as pairs (first
+    seen kept), in the order of the tasks given."""
     seen, out = set(), []
-    for task, path in files.items():
-        for ex in load(path, task, labelled=True).examples:
+    for task, rows in examples.items():
+        for ex in rows:
             items = [(ex.sent1, ex.sent2)] if task == "para" else [(s, None) for s in (ex.sent1, ex.sent2) if s]
             for item in items:
                 if item not in seen:
@@ -136,56 +149,50 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", type=int, default=128)
     p.add_argument("--seed", type=int, default=11711)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--use_gpu", action="store_true", help="train on the GPU (CUDA)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    if args.out_dir.is_dir() and any(args.out_dir.iterdir()) and not args.overwrite:
-        print(f"error: {args.out_dir}: folder exists and is not empty; pass --overwrite to replace it",
-              file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    try:
-        base = resolve_model_dir(args.bert_model)
-        tokenizer = BertTokenizer.from_pretrained(args.bert_model, args.max_length)
-        mask_id = tokenizer.tok.token_to_id("[MASK]")
-        if mask_id is None:
-            raise CheckpointError(f"{base / 'vocab.txt'}: vocabulary lacks [MASK]")
-        items = corpus({t: getattr(args, f"{t}_train") for t in TRAIN_FILES})
-        bert = BertModel.from_pretrained(args.bert_model, verbose=False)
-    except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def pretrain(bert_model: str, items: list, out: Path, s: argparse.Namespace, overwrite: bool = False,
+             device: torch.device = torch.device("cpu")) -> dict:
+    """Train `bert_model` by MLM on `items` with the settings `s` (the parser's fields) and write
+    the encoder to `out`; returns what mlm.json records. Seeded by s.seed alone, so the encoder
+    does not depend on what ran before in the process (the main job's fine-tuning seed)."""
+    torch.manual_seed(s.seed)
+    base = resolve_model_dir(bert_model)
+    tokenizer = BertTokenizer.from_pretrained(bert_model, s.max_length)
+    mask_id = tokenizer.tok.token_to_id("[MASK]")
+    if mask_id is None:
+        raise CheckpointError(f"{base / 'vocab.txt'}: vocabulary lacks [MASK]")
+    bert = BertModel.from_pretrained(bert_model, verbose=False)
     bert.train()
     bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen, as fine-tuning keeps them
     head = MLMHead(bert.embeddings.word_embeddings, bert.config.layer_norm_eps)
-    total = args.steps or max(1, math.ceil(args.epochs * len(items) / args.batch_size))
-    warmup = int(args.warmup_ratio * total)
-    groups = [{"params": [p for p in bert.parameters() if p.requires_grad], "lr": args.lr, "peak": args.lr,
+    bert.to(device), head.to(device)
+    total = s.steps or max(1, math.ceil(s.epochs * len(items) / s.batch_size))
+    warmup = int(s.warmup_ratio * total)
+    groups = [{"params": [p for p in bert.parameters() if p.requires_grad], "lr": s.lr, "peak": s.lr,
                "weight_decay": 0.01},
-              {"params": [p for n, p in head.named_parameters() if n != "decoder"], "lr": args.head_lr,
-               "peak": args.head_lr, "weight_decay": 0.0}]
+              {"params": [p for n, p in head.named_parameters() if n != "decoder"], "lr": s.head_lr,
+               "peak": s.head_lr, "weight_decay": 0.0}]
     opt = AdamW(groups)
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(s.seed)  # masks drawn on the CPU, the same on any device
     special = [tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id]
-    stream = batches(items, tokenizer, args.batch_size, args.seed)
+    stream = batches(items, tokenizer, s.batch_size, s.seed)
     curve, window, start = [], [], time.time()
     bar = tqdm(range(total), desc="mlm", unit="step", disable=None)
     for step in bar:
         # The encoder warms up from 0; the head trains at its peak from the start (see above).
-        groups[0]["lr"] = args.lr * lr_factor(step, total, warmup)
-        groups[1]["lr"] = args.head_lr * lr_factor(step, total, 0)
-        loss = torch.zeros(())
+        groups[0]["lr"] = s.lr * lr_factor(step, total, warmup)
+        groups[1]["lr"] = s.head_lr * lr_factor(step, total, 0)
+        loss = torch.zeros((), device=device)
         for part in next(stream):
             inputs, labels = mask_tokens(part["input_ids"], part["attention_mask"], special, mask_id,
-                                         tokenizer.vocab_size, g, args.mask_prob)
+                                         tokenizer.vocab_size, g, s.mask_prob)
             if (labels != -100).any():
-                loss = loss + mlm_loss(bert, head, {**part, "input_ids": inputs, "labels": labels}) \
-                    * part["input_ids"].shape[0] / args.batch_size
+                batch = {k: v.to(device) for k, v in {**part, "input_ids": inputs, "labels": labels}.items()}
+                loss = loss + mlm_loss(bert, head, batch) * part["input_ids"].shape[0] / s.batch_size
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for grp in groups for p in grp["params"]], 1.0)
@@ -197,13 +204,81 @@ def main(argv=None) -> int:
             window = []
             bar.set_postfix(loss=f"{mean:.3f}")
             if bar.disable:  # no terminal (a log file): a line now and then instead of the bar
-                print(f"step {step + 1}/{total}: loss {mean:.3f}", file=sys.stderr, flush=True)
-    info = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                print(f"mlm step {step + 1}/{total}: loss {mean:.3f}", file=sys.stderr, flush=True)
+    info = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()},
             "texts": len(items), "steps": total, "minutes": round((time.time() - start) / 60, 2),
             "loss": curve}
-    save(bert, base, args.out_dir, info, args.overwrite)
-    print(f"{args.out_dir}: {total} steps over {len(items)} texts in {info['minutes']} min, "
-          f"loss {curve[0]['loss']} -> {curve[-1]['loss']}")
+    save(bert.cpu(), base, out, info, overwrite)
+    return info
+
+
+# -- the main job's stage: one encoder per base, text and settings, trained once -----------------
+SETTINGS = ("epochs", "steps", "batch_size", "lr", "head_lr", "warmup_ratio", "mask_prob", "max_length", "seed")
+
+
+def defaults() -> argparse.Namespace:
+    return get_parser().parse_args(["-"])
+
+
+def cache_name(bert_model: str, items: list, s: argparse.Namespace) -> str:
+    """LABEL-HASH: HASH covers the base checkpoint (its folder and weights file: size, time), every
+    text in order and every setting, so a changed input never reuses an old encoder."""
+    base = resolve_model_dir(bert_model).resolve()
+    weights = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(base.iterdir())
+               if f.name in WEIGHT_FILES]
+    h = hashlib.sha256(json.dumps({"base": str(base), "weights": weights,
+                                   "settings": {k: getattr(s, k) for k in SETTINGS}}).encode())
+    for a, b in items:
+        h.update(f"{a}\t{b}\n".encode())
+    label = "minilm" if bert_model == "minilm" else re.sub(r"[^\w.-]+", "_", base.name) or "base"
+    return f"{label}-mlm-{h.hexdigest()[:12]}"
+
+
+def cached_encoder(bert_model: str, examples: dict[str, list], epochs: float, max_length: int, root: Path,
+                   device: torch.device = torch.device("cpu")) -> tuple[Path, dict]:
+    """The main job's --mlm_epochs: the folder of `bert_model` trained by MLM on the texts of
+    `examples` (pretrain_mlm.py's other settings at their defaults), trained now unless a run
+    before this one left it in `root`; and its mlm.json plus whether it was reused. Under torchrun
+    rank 0 trains it while the other ranks wait for the folder."""
+    d = defaults()
+    s = argparse.Namespace(**{k: getattr(d, k) for k in SETTINGS}, bert_model=bert_model)
+    s.epochs, s.max_length = epochs, max_length
+    items = texts(examples)
+    folder = Path(root) / cache_name(bert_model, items, s)
+    done = folder / "mlm.json"  # written with the weights, renamed into place with them
+    if not done.is_file():
+        if os.environ.get("RANK", "0") != "0":
+            while not done.is_file():
+                time.sleep(5)
+        else:
+            print(f"in-domain MLM of {bert_model}: {len(items):,} training texts, {epochs:g} pass(es), "
+                  f"into {folder}", file=sys.stderr)
+            pretrain(bert_model, items, folder, s, overwrite=True, device=device)
+            return folder, {**json.loads(done.read_text()), "reused": False}
+    print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
+    return folder, {**json.loads(done.read_text()), "reused": True}
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    if args.out_dir.is_dir() and any(args.out_dir.iterdir()) and not args.overwrite:
+        print(f"error: {args.out_dir}: folder exists and is not empty; pass --overwrite to replace it",
+              file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.use_gpu and not torch.cuda.is_available():
+        print("error: --use_gpu given but CUDA is not available", file=sys.stderr)
+        return 2
+    try:
+        items = corpus({t: getattr(args, f"{t}_train") for t in TRAIN_FILES})
+        info = pretrain(args.bert_model, items, args.out_dir, args, args.overwrite,
+                        torch.device("cuda" if args.use_gpu else "cpu"))
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out_dir}: {info['steps']} steps over {info['texts']} texts in {info['minutes']} min, "
+          f"loss {info['loss'][0]['loss']} -> {info['loss'][-1]['loss']}")
     return 0
 
 

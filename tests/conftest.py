@@ -112,21 +112,25 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def tiny_argv(bert: Path, data: Path, out: Path, *extra) -> list[str]:
+    """The argv of a fast tiny run: run folder out/run, predictions in out/predictions/. No
+    in-domain MLM unless a test asks for it (a later --mlm_epochs wins), its cache beside `out`
+    (never the repository's runs/)."""
+    argv = ["--bert_model", str(bert), "--out_dir", str(out / "run"),
+            "--mlm_epochs", "0", "--mlm_cache", str(out.parent / "mlm-cache"),
+            "--epochs", "2", "--batch_size", "8", "--threads", "1", "--eval_batch_size", "16"]
+    for flag, (name, _) in DATA_FILES.items():
+        argv += [f"--{flag}", str(data / name)]
+    for t in ("sst", "para", "sts"):
+        for split in ("dev", "test"):
+            argv += [f"--{t}_{split}_out", str(out / "predictions" / f"{t}-{split}-output.csv")]
+    return argv + [str(x) for x in extra]
+
+
 @pytest.fixture
 def run_argv(tiny_bert_dir, tiny_data_dir, tmp_path):
-    """Factory: the argv of a fast tiny run writing into `out` (a folder under tmp_path)."""
-    def make(out="run", *extra) -> list[str]:
-        out = tmp_path / out
-        argv = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(out / "run"),
-                "--epochs", "2", "--steps_per_epoch", "0", "--batch_size", "8", "--threads", "1",
-                "--eval_batch_size", "16"]
-        for flag, (name, _) in DATA_FILES.items():
-            argv += [f"--{flag}", str(tiny_data_dir / name)]
-        for t in ("sst", "para", "sts"):
-            for split in ("dev", "test"):
-                argv += [f"--{t}_{split}_out", str(out / "predictions" / f"{t}-{split}-output.csv")]
-        return argv + [str(x) for x in extra]
-    return make
+    """Factory: tiny_argv writing into tmp_path/`out` (the MLM cache: tmp_path/mlm-cache)."""
+    return lambda out="run", *extra: tiny_argv(tiny_bert_dir, tiny_data_dir, tmp_path / out, *extra)
 
 
 # -- tiny MultitaskBERT models and hand-made batches (model-level tests) -----------------------

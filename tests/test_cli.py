@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_FILES
+from conftest import DATA_FILES, tiny_argv
 from safetensors.torch import load_file
 
 import checkpoint
@@ -46,19 +46,6 @@ TOTAL_STEPS = 24
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def tiny_argv(bert: Path, data: Path, out: Path, *extra) -> list[str]:
-    """conftest's run_argv for fixtures wider than one test: run folder out/run, predictions
-    in out/predictions/."""
-    argv = ["--bert_model", str(bert), "--out_dir", str(out / "run"),
-            "--epochs", "2", "--batch_size", "8", "--threads", "1", "--eval_batch_size", "16"]
-    for flag, (name, _) in DATA_FILES.items():
-        argv += [f"--{flag}", str(data / name)]
-    for t in TASKS:
-        for split in ("dev", "test"):
-            argv += [f"--{t}_{split}_out", str(out / "predictions" / f"{t}-{split}-output.csv")]
-    return argv + [str(x) for x in extra]
-
-
 def pred_files(out: Path) -> dict[str, Path]:
     return {f"{t}-{s}": out / "predictions" / f"{t}-{s}-output.csv" for t in TASKS for s in ("dev", "test")}
 

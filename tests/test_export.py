@@ -204,3 +204,13 @@ def test_model_card_of_a_minilm_run_names_its_base_and_the_quora_overlap(run):
     card = export.model_card(args, "m", run.run, 32, 2, True)
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "Quora duplicate questions" in card and "PARA was trained on 48 Quora pairs: the course's subset" in card
+
+
+def test_model_card_says_when_the_encoder_was_trained_by_mlm_first(run):
+    args = options.saved_args(run.best, "args.json")
+    assert args.mlm_epochs == 0  # the tests' runs fine-tune the tiny model itself
+    assert "masked-language modelling" not in export.model_card(args, "m", run.run, 32, 2, True)
+    args.mlm_epochs = 1.0
+    card = export.model_card(args, "m", run.run, 32, 2, True)
+    assert "trained further by masked-language modelling on the training text (1 pass(es)" in card
+    assert "--mlm_cache" not in card  # where a machine keeps its encoders is not part of the recipe

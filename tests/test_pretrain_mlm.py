@@ -84,3 +84,57 @@ def test_a_missing_training_file_is_a_one_line_error(tmp_path, tiny_bert_dir, ti
     assert mlm.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "none.csv" in err and len(err.splitlines()) == 1
+
+
+# -- the main job's stage (--mlm_epochs): trained once, reused, the same as the two-step recipe ----
+SHORT = ("--epochs", "1", "--steps_per_epoch", "3", "--no_predictions")
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_the_main_job_trains_the_encoder_once_and_fine_tunes_as_from_its_folder(tmp_path, tiny_bert_dir,
+                                                                                tiny_data_dir, run_argv):
+    assert mc.main(run_argv("a", "--mlm_epochs", "1", *SHORT)) == 0
+    record = json.loads((tmp_path / "a" / "run" / "mlm.json").read_text())
+    folder = next((tmp_path / "mlm-cache").iterdir())
+    assert record["encoder"] == str(folder) and record["reused"] is False and record["steps"] >= 1
+    # the encoder is pretrain_mlm.py's with its defaults on the same training files, bit for bit
+    assert mlm.main(mlm_argv(tmp_path / "standalone", tiny_bert_dir, tiny_data_dir, "--batch_size", "64")) == 0
+    cached, alone = weights(folder), weights(tmp_path / "standalone")
+    assert cached.keys() == alone.keys() and all(torch.equal(cached[k], alone[k]) for k in cached)
+    assert not torch.equal(cached["encoder.layer.0.attention.self.query.weight"],
+                           weights(tiny_bert_dir)["encoder.layer.0.attention.self.query.weight"])
+    # fine-tuning from it is the run from that folder with the stage off, bit for bit
+    assert mc.main(run_argv("b", "--bert_model", folder, "--mlm_epochs", "0", *SHORT)) == 0
+    a, b = weights(tmp_path / "a" / "run" / "best"), weights(tmp_path / "b" / "run" / "best")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "run" / "mlm.json").exists()
+    # a second run reuses the encoder: no training, the same folder
+    (folder / "mlm.json").touch()
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    assert mc.main(run_argv("c", "--mlm_epochs", "1", *SHORT)) == 0
+    again = json.loads((tmp_path / "c" / "run" / "mlm.json").read_text())
+    assert again["encoder"] == str(folder) and again["reused"] is True
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
+    assert len(list((tmp_path / "mlm-cache").iterdir())) == 1
+
+
+def test_the_cache_name_changes_with_the_text_the_settings_and_the_base(tiny_bert_dir, minilm_folder):
+    s = mlm.defaults()
+    items = [("a movie .", None), ("is it ?", "is it so ?")]
+    name = mlm.cache_name(str(tiny_bert_dir), items, s)
+    assert name == mlm.cache_name(str(tiny_bert_dir), list(items), mlm.defaults())  # a function of them alone
+    assert name != mlm.cache_name(str(tiny_bert_dir), items[:1], s)
+    assert name != mlm.cache_name(str(tiny_bert_dir), items[::-1], s)
+    assert name != mlm.cache_name(str(tiny_bert_dir), items, mlm.defaults().__class__(**{**vars(s), "epochs": 2.0}))
+    assert name != mlm.cache_name(str(minilm_folder), items, s)
+    assert mlm.cache_name("minilm", items, s).startswith("minilm-mlm-")
+
+
+def test_the_stage_is_off_for_a_frozen_encoder(tmp_path, run_argv):
+    # the starter's --option pretrain probes the encoder as loaded: no MLM, no cache, no record
+    assert mc.main(run_argv("p", "--mlm_epochs", "1", "--option", "pretrain", *SHORT)) == 0
+    assert not (tmp_path / "p" / "run" / "mlm.json").exists() and not (tmp_path / "mlm-cache").exists()
