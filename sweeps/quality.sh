@@ -93,8 +93,9 @@ now swa-0.5           --swa 0.5              # the mean of the weights over the 
 now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
 
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
-# (pretrain_mlm.py, ~10 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
-# encoder), then the default fine-tuned from it. MLM_EXTRA: flags for pretrain_mlm.py (the tests
+# (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
+# encoder), then the default fine-tuned from it. Its CI made it the default (--mlm_epochs 1, the
+# same encoder and fine-tuning bit for bit); BASE keeps it off, and this row reads it as before. MLM_EXTRA: flags for pretrain_mlm.py (the tests
 # give it a tiny model and a few steps).
 MLM_DIR=$OUT/mlm-minilm
 mlm_encoder() {

@@ -112,12 +112,16 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def no_mlm(folder: Path) -> list[str]:
+    """Flags of every tiny run: no in-domain MLM unless a test asks for it (a later --mlm_epochs
+    wins), and its cache in `folder`/mlm-cache, never the repository's runs/."""
+    return ["--mlm_epochs", "0", "--mlm_cache", str(folder / "mlm-cache")]
+
+
 def tiny_argv(bert: Path, data: Path, out: Path, *extra) -> list[str]:
-    """The argv of a fast tiny run: run folder out/run, predictions in out/predictions/. No
-    in-domain MLM unless a test asks for it (a later --mlm_epochs wins), its cache beside `out`
-    (never the repository's runs/)."""
-    argv = ["--bert_model", str(bert), "--out_dir", str(out / "run"),
-            "--mlm_epochs", "0", "--mlm_cache", str(out.parent / "mlm-cache"),
+    """The argv of a fast tiny run: run folder out/run, predictions in out/predictions/, the MLM
+    cache beside `out` (no_mlm)."""
+    argv = ["--bert_model", str(bert), "--out_dir", str(out / "run"), *no_mlm(out.parent),
             "--epochs", "2", "--batch_size", "8", "--threads", "1", "--eval_batch_size", "16"]
     for flag, (name, _) in DATA_FILES.items():
         argv += [f"--{flag}", str(data / name)]

@@ -12,7 +12,7 @@ import torch
 import compare
 import multitask_classifier as mc
 import saved_runs
-from conftest import DATA_FILES
+from conftest import DATA_FILES, no_mlm
 from checkpoint import read_tensors
 from ema import FILE as AVERAGE
 from evaluation import load_dev_scores
@@ -27,7 +27,7 @@ def trained(tiny_bert_dir, tiny_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
 
     def argv(out, *extra):
-        a = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(root / out), "--batch_size", "8",
+        a = ["--bert_model", str(tiny_bert_dir), "--out_dir", str(root / out), *no_mlm(root), "--batch_size", "8",
              "--threads", "1", "--eval_batch_size", "16", "--no_predictions"]
         for flag, (name, _) in DATA_FILES.items():
             a += [f"--{flag}", str(tiny_data_dir / name)]
