@@ -5,7 +5,7 @@ Classification"; the best CS224N projects on these three tasks used it).
     python pretrain_mlm.py runs/mlm-minilm                  # ~1 pass over the training text
     python multitask_classifier.py --bert_model runs/mlm-minilm --mlm_epochs 0   # fine-tune from it
 
-The main job does both by default (--mlm_epochs 1): `cached_encoder` below trains the encoder once
+The main job does both with --mlm_epochs 1: `cached_encoder` below trains the encoder once
 into a cache folder named by everything it depends on, and every later run with the same base,
 training text and settings starts from it (the fine-tuning seed is not among them).
 

@@ -22,10 +22,8 @@ NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_
 # default from results/quality.md, so runs from before --rdrop trained without it; runs from
 # before --fast_dropout drew torch's dropout masks, and from before --attention_groups attended
 # on one grid per batch, which draws other attention dropout masks; --pair_orders predict became
-# the default from results/quality-predict.md, and runs from before the flag used one order; and
-# in-domain MLM from results/quality-now.md: runs from before --mlm_epochs fine-tuned the base.)
-ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False, "attention_groups": False, "pair_orders": "one",
-              "mlm_epochs": 0.0}
+# the default from results/quality-predict.md, and runs from before the flag used one order.)
+ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False, "attention_groups": False, "pair_orders": "one"}
 
 
 def as_run(saved: dict) -> dict:

@@ -114,7 +114,8 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 
 def no_mlm(folder: Path) -> list[str]:
     """Flags of every tiny run: no in-domain MLM unless a test asks for it (a later --mlm_epochs
-    wins), and its cache in `folder`/mlm-cache, never the repository's runs/."""
+    wins; off is the default, said outright should it change), and its cache in
+    `folder`/mlm-cache, never the repository's runs/."""
     return ["--mlm_epochs", "0", "--mlm_cache", str(folder / "mlm-cache")]
 
 
