@@ -34,6 +34,12 @@ def setup(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def main_process() -> bool:
+    """Rank 0 of a torchrun job, or the one process: the one that writes files. (Known before the
+    process group exists, from torchrun's environment.)"""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def local_device(use_gpu: bool) -> torch.device:
     """This process's device: the GPU of its local rank (torchrun sets LOCAL_RANK per node)."""
     if not use_gpu:

@@ -299,7 +299,7 @@ def in_domain_encoder(args, raw: dict, device, run_dir: Path) -> str:
     starter's --option pretrain (a frozen encoder) and for a resumed run (its state holds the
     weights)."""
     record = run_dir / "mlm.json"
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = distributed.main_process()
     if args.resume and (run_dir / "state").is_dir():
         return args.bert_model
     if not args.mlm_epochs or args.option == "pretrain":
@@ -331,7 +331,7 @@ def prepare_run_dir(args):
     run_dir = Path(args.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder")
-    with hold_run_dir(run_dir) if os.environ.get("RANK", "0") == "0" else nullcontext():
+    with hold_run_dir(run_dir) if distributed.main_process() else nullcontext():
         if (run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir())
                 and not (args.overwrite or args.resume)):
             raise RunError(f"{run_dir}: run folder exists and is not empty; pass --overwrite to replace "

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import sys
@@ -42,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import distributed
 from base_bert import WEIGHT_FILES, CheckpointError, resolve_model_dir
 from bert import BertModel
 from datasets import DataError, load
@@ -217,7 +217,9 @@ SETTINGS = ("epochs", "steps", "batch_size", "lr", "head_lr", "warmup_ratio", "m
 
 
 def defaults() -> argparse.Namespace:
-    return get_parser().parse_args(["-"])
+    """The MLM settings (SETTINGS) at the command line's defaults."""
+    parser = get_parser()
+    return argparse.Namespace(**{k: parser.get_default(k) for k in SETTINGS})
 
 
 def cache_name(bert_model: str, items: list, s: argparse.Namespace) -> str:
@@ -240,23 +242,22 @@ def cached_encoder(bert_model: str, examples: dict[str, list], epochs: float, ma
     `examples` (pretrain_mlm.py's other settings at their defaults), trained now unless a run
     before this one left it in `root`; and its mlm.json plus whether it was reused. Under torchrun
     rank 0 trains it while the other ranks wait for the folder."""
-    d = defaults()
-    s = argparse.Namespace(**{k: getattr(d, k) for k in SETTINGS}, bert_model=bert_model)
-    s.epochs, s.max_length = epochs, max_length
+    s = defaults()
+    s.epochs, s.max_length, s.bert_model = epochs, max_length, bert_model
     items = texts(examples)
     folder = Path(root) / cache_name(bert_model, items, s)
     done = folder / "mlm.json"  # written with the weights, renamed into place with them
-    if not done.is_file():
-        if os.environ.get("RANK", "0") != "0":
-            while not done.is_file():
-                time.sleep(5)
-        else:
-            print(f"in-domain MLM of {bert_model}: {len(items):,} training texts, {epochs:g} pass(es), "
-                  f"into {folder}", file=sys.stderr)
-            pretrain(bert_model, items, folder, s, overwrite=True, device=device)
-            return folder, {**json.loads(done.read_text()), "reused": False}
-    print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
-    return folder, {**json.loads(done.read_text()), "reused": True}
+    reused = done.is_file()
+    if reused:
+        print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
+    elif not distributed.main_process():
+        while not done.is_file():  # rank 0 is training it
+            time.sleep(5)
+    else:
+        print(f"in-domain MLM of {bert_model}: {len(items):,} training texts, {epochs:g} pass(es), "
+              f"into {folder}", file=sys.stderr)
+        pretrain(bert_model, items, folder, s, overwrite=True, device=device)
+    return folder, {**json.loads(done.read_text()), "reused": reused}
 
 
 def main(argv=None) -> int:
