@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -181,13 +182,18 @@ def sentence_transformers_files(pooling: str, hidden: int, max_length: int,
 
 def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], files: dict[str, Path],
                  overwrite: bool):
-    """Write everything into OUT.tmp, then rename it to OUT: a failed export leaves no half folder."""
+    """Write everything into a temporary folder beside OUT, then rename it to OUT: a failed export
+    leaves no half folder. The temporary name is this process's own (OUT.XXXX.tmp), so two
+    processes writing the same OUT at once (even on two machines sharing the folder) do not write
+    into each other's files."""
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # (not tempfile.mkdtemp: its folder is private to the user, and the rename would keep that)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
     try:
         for name, text in texts.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +205,7 @@ def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], fil
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except OSError:
+    except BaseException:  # Ctrl-C too: the name is this process's, so no later export clears it
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

@@ -27,6 +27,7 @@ The head is not saved: fine-tuning does not use it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -35,6 +36,11 @@ import re
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 import torch.nn as nn
@@ -247,17 +253,39 @@ def cached_encoder(bert_model: str, examples: dict[str, list], epochs: float, ma
     items = texts(examples)
     folder = Path(root) / cache_name(bert_model, items, s)
     done = folder / "mlm.json"  # written with the weights, renamed into place with them
-    reused = done.is_file()
-    if reused:
-        print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
-    elif not distributed.main_process():
+    if not distributed.main_process():
+        reused = done.is_file()
         while not done.is_file():  # rank 0 is training it
             time.sleep(5)
     else:
-        print(f"in-domain MLM of {bert_model}: {len(items):,} training texts, {epochs:g} pass(es), "
-              f"into {folder}", file=sys.stderr)
-        pretrain(bert_model, items, folder, s, overwrite=True, device=device)
+        with cache_lock(folder):  # two runs at once (a sweep with JOBS=2): the second waits, then reuses
+            reused = done.is_file()
+            if reused:
+                print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
+            else:
+                print(f"in-domain MLM of {bert_model}: {len(items):,} training texts, {epochs:g} pass(es), "
+                      f"into {folder}", file=sys.stderr)
+                pretrain(bert_model, items, folder, s, overwrite=True, device=device)
     return folder, {**json.loads(done.read_text()), "reused": reused}
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path):
+    """Hold .FOLDER.lock (hidden beside FOLDER) while the block runs: an exclusive lock that the
+    system drops when the process ends, so a run killed while training leaves no stale lock
+    behind (the empty file stays: deleting it could let a third run lock a file no one else
+    sees). Where `fcntl` is missing (Windows) the block runs unlocked."""
+    if fcntl is None:
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"in-domain MLM: another run is training {folder}; waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def main(argv=None) -> int:

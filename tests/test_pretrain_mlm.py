@@ -90,6 +90,11 @@ def test_a_missing_training_file_is_a_one_line_error(tmp_path, tiny_bert_dir, ti
 SHORT = ("--epochs", "1", "--steps_per_epoch", "3", "--no_predictions")
 
 
+def encoders(cache):
+    """The encoders in a cache folder (not the hidden lock files beside them)."""
+    return [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+
 def weights(folder):
     from safetensors.torch import load_file
     return load_file(str(folder / "model.safetensors"))
@@ -99,7 +104,7 @@ def test_the_main_job_trains_the_encoder_once_and_fine_tunes_as_from_its_folder(
                                                                                 tiny_data_dir, run_argv):
     assert mc.main(run_argv("a", "--mlm_epochs", "1", *SHORT)) == 0
     record = json.loads((tmp_path / "a" / "run" / "mlm.json").read_text())
-    folder = next((tmp_path / "mlm-cache").iterdir())
+    folder, = encoders(tmp_path / "mlm-cache")
     assert record["encoder"] == str(folder) and record["reused"] is False and record["steps"] >= 1
     # the encoder is pretrain_mlm.py's with its defaults on the same training files, bit for bit
     assert mlm.main(mlm_argv(tmp_path / "standalone", tiny_bert_dir, tiny_data_dir, "--batch_size", "64")) == 0
@@ -119,7 +124,7 @@ def test_the_main_job_trains_the_encoder_once_and_fine_tunes_as_from_its_folder(
     again = json.loads((tmp_path / "c" / "run" / "mlm.json").read_text())
     assert again["encoder"] == str(folder) and again["reused"] is True
     assert (folder / "model.safetensors").stat().st_mtime_ns == before
-    assert len(list((tmp_path / "mlm-cache").iterdir())) == 1
+    assert encoders(tmp_path / "mlm-cache") == [folder]
 
 
 def test_the_cache_name_changes_with_the_text_the_settings_and_the_base(tiny_bert_dir, minilm_folder):
@@ -138,3 +143,35 @@ def test_the_stage_is_off_for_a_frozen_encoder(tmp_path, run_argv):
     # the starter's --option pretrain probes the encoder as loaded: no MLM, no cache, no record
     assert mc.main(run_argv("p", "--mlm_epochs", "1", "--option", "pretrain", *SHORT)) == 0
     assert not (tmp_path / "p" / "run" / "mlm.json").exists() and not (tmp_path / "mlm-cache").exists()
+
+
+def test_two_runs_at_once_train_the_encoder_once(tmp_path, tiny_bert_dir, tiny_data_dir):
+    # a sweep with JOBS=2 starts two seeds of an MLM row together: one trains, the other waits for
+    # the lock and reuses that encoder (unlocked, both trained it and wrote the same folder)
+    import threading
+    files = {t: tiny_data_dir / DATA_FILES[f"{t}_train"][0] for t in mlm.TRAIN_FILES}
+    examples = {t: mlm.load(f, t, labelled=True).examples for t, f in files.items()}
+    results, start = [], threading.Barrier(2)
+
+    def run():
+        start.wait()
+        results.append(mlm.cached_encoder(str(tiny_bert_dir), examples, 0.1, 64, tmp_path / "cache"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (one, first), (two, second) = results
+    assert one == two and sorted([first["reused"], second["reused"]]) == [False, True]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([one.name, f".{one.name}.lock"])
+
+
+def test_an_interrupted_export_leaves_no_temporary_folder(tmp_path, tiny_bert_dir, monkeypatch):
+    import export
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.write_export(tmp_path / "out", {"config.json": "{}"}, {"model.safetensors": {}}, {}, overwrite=False)
+    assert list(tmp_path.iterdir()) == []
