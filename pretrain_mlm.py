@@ -279,12 +279,15 @@ def cache_lock(folder: Path):
         yield
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(f".{folder.name}.lock"), "w") as f:
+    lock = folder.with_name(f".{folder.name}.lock")
+    with open(lock, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"in-domain MLM: another run is training {folder}; waiting for it", file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without locks (some network mounts): as without fcntl
+            print(f"in-domain MLM: cannot lock {lock} ({e.strerror}); going on unlocked", file=sys.stderr)
         yield
 
 

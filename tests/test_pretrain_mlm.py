@@ -145,12 +145,17 @@ def test_the_stage_is_off_for_a_frozen_encoder(tmp_path, run_argv):
     assert not (tmp_path / "p" / "run" / "mlm.json").exists() and not (tmp_path / "mlm-cache").exists()
 
 
+def train_examples(tiny_data_dir):
+    """The tiny data's training examples of the three tasks, as the main job hands them over."""
+    files = {t: tiny_data_dir / DATA_FILES[f"{t}_train"][0] for t in mlm.TRAIN_FILES}
+    return {t: mlm.load(f, t, labelled=True).examples for t, f in files.items()}
+
+
 def test_two_runs_at_once_train_the_encoder_once(tmp_path, tiny_bert_dir, tiny_data_dir):
     # a sweep with JOBS=2 starts two seeds of an MLM row together: one trains, the other waits for
     # the lock and reuses that encoder (unlocked, both trained it and wrote the same folder)
     import threading
-    files = {t: tiny_data_dir / DATA_FILES[f"{t}_train"][0] for t in mlm.TRAIN_FILES}
-    examples = {t: mlm.load(f, t, labelled=True).examples for t, f in files.items()}
+    examples = train_examples(tiny_data_dir)
     results, start = [], threading.Barrier(2)
 
     def run():
@@ -175,3 +180,14 @@ def test_an_interrupted_export_leaves_no_temporary_folder(tmp_path, tiny_bert_di
     with pytest.raises(KeyboardInterrupt):
         export.write_export(tmp_path / "out", {"config.json": "{}"}, {"model.safetensors": {}}, {}, overwrite=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_filesystem_without_locks_trains_unlocked(tmp_path, tiny_bert_dir, tiny_data_dir, monkeypatch, capsys):
+    import errno
+    def refused(*a):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(mlm.fcntl, "flock", refused)
+    examples = train_examples(tiny_data_dir)
+    folder, info = mlm.cached_encoder(str(tiny_bert_dir), examples, 0.1, 64, tmp_path / "cache")
+    assert info["reused"] is False and (folder / "model.safetensors").is_file()
+    assert "No locks available); going on unlocked" in capsys.readouterr().err
