@@ -183,7 +183,7 @@ def sentence_transformers_files(pooling: str, hidden: int, max_length: int,
 def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], files: dict[str, Path],
                  overwrite: bool):
     """Write everything into a temporary folder beside OUT, then rename it to OUT: a failed export
-    leaves no half folder. The temporary name is this process's own (OUT.XXXX.tmp), so two
+    leaves no half folder. The temporary name is this process's own (OUT.PID-XXXX.tmp), so two
     processes writing the same OUT at once (even on two machines sharing the folder) do not write
     into each other's files."""
     if out.exists() and not out.is_dir():

@@ -27,7 +27,6 @@ The head is not saved: fine-tuning does not use it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -36,11 +35,6 @@ import re
 import sys
 import time
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 import torch
 import torch.nn as nn
@@ -53,6 +47,7 @@ from bert import BertModel
 from datasets import DataError, load
 from export import ENCODER, hf_config, split_state, write_export
 from optimizer import AdamW
+from run_folder import waiting_lock
 from tokenizer import BertTokenizer
 from trainer import lr_factor
 
@@ -258,7 +253,9 @@ def cached_encoder(bert_model: str, examples: dict[str, list], epochs: float, ma
         while not done.is_file():  # rank 0 is training it
             time.sleep(5)
     else:
-        with cache_lock(folder):  # two runs at once (a sweep with JOBS=2): the second waits, then reuses
+        # two runs at once (a sweep with JOBS=2): the second waits, then reuses the first's
+        with waiting_lock(folder.with_name(f".{folder.name}.lock"),
+                          f"in-domain MLM: another run is training {folder}; waiting for it"):
             reused = done.is_file()
             if reused:
                 print(f"in-domain MLM encoder: {folder} (trained by an earlier run: reused)", file=sys.stderr)
@@ -267,28 +264,6 @@ def cached_encoder(bert_model: str, examples: dict[str, list], epochs: float, ma
                       f"into {folder}", file=sys.stderr)
                 pretrain(bert_model, items, folder, s, overwrite=True, device=device)
     return folder, {**json.loads(done.read_text()), "reused": reused}
-
-
-@contextlib.contextmanager
-def cache_lock(folder: Path):
-    """Hold .FOLDER.lock (hidden beside FOLDER) while the block runs: an exclusive lock that the
-    system drops when the process ends, so a run killed while training leaves no stale lock
-    behind (the empty file stays: deleting it could let a third run lock a file no one else
-    sees). Where `fcntl` is missing (Windows) the block runs unlocked."""
-    if fcntl is None:
-        yield
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = folder.with_name(f".{folder.name}.lock")
-    with open(lock, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"in-domain MLM: another run is training {folder}; waiting for it", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:  # a filesystem without locks (some network mounts): as without fcntl
-            print(f"in-domain MLM: cannot lock {lock} ({e.strerror}); going on unlocked", file=sys.stderr)
-        yield
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,8 +142,9 @@ def _holder_pid(fd: int, wait: float = 1.0) -> str:
         time.sleep(0.005)
 
 
-def _lock(path: Path) -> int:
-    """An open descriptor of `path` holding an exclusive flock, the holder's pid written in it."""
+def _lock(path: Path, waiting: str | None = None) -> int:
+    """An open descriptor of `path` holding an exclusive flock, the holder's pid written in it.
+    Held by another process: RunFolderBusy, or with `waiting`, that note on stderr and a wait."""
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -152,10 +154,13 @@ def _lock(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _holder_pid(fd)
-            os.close(fd)
-            raise RunFolderBusy(f"{path.parent}: another run is writing this folder (pid {pid}); "
-                                "choose another --out_dir") from None
+            if waiting is None:
+                pid = _holder_pid(fd)
+                os.close(fd)
+                raise RunFolderBusy(f"{path.parent}: another run is writing this folder (pid {pid}); "
+                                    "choose another --out_dir") from None
+            print(waiting, file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         # A holder removes the file on release; if it did so between our open and our flock, we
         # hold a file no one else will open: start again with the one at `path` now.
         try:
@@ -192,6 +197,26 @@ def hold_run_dir(run_dir: Path):
                 folder.rmdir()
             except OSError:  # not empty: a run's outputs, or another run's lock
                 break
+
+
+@contextmanager
+def waiting_lock(path: Path, waiting: str):
+    """Hold an exclusive lock on `path` while the body runs; while another process holds it, print
+    `waiting` and wait: for work two processes must not do twice (training one cached encoder).
+    The OS drops the lock when the process ends, so a killed holder leaves no stale lock. The
+    file stays on release (harmless: the next holder takes it over). Unlocked where fcntl is
+    missing or the filesystem refuses locks (some network mounts: a one-line note)."""
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = _lock(path, waiting)
+        except OSError as e:
+            print(f"cannot lock {path} ({e.strerror}); going on unlocked", file=sys.stderr)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def write_metrics(history: list[dict], path: Path):

@@ -214,3 +214,12 @@ def test_model_card_says_when_the_encoder_was_trained_by_mlm_first(run):
     card = export.model_card(args, "m", run.run, 32, 2, True)
     assert "trained further by masked-language modelling on the training text (1 pass(es)" in card
     assert "--mlm_cache" not in card  # where a machine keeps its encoders is not part of the recipe
+
+
+def test_an_interrupted_export_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.write_export(tmp_path / "out", {"config.json": "{}"}, {"model.safetensors": {}}, {}, overwrite=False)
+    assert list(tmp_path.iterdir()) == []

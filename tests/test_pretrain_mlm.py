@@ -172,21 +172,12 @@ def test_two_runs_at_once_train_the_encoder_once(tmp_path, tiny_bert_dir, tiny_d
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([one.name, f".{one.name}.lock"])
 
 
-def test_an_interrupted_export_leaves_no_temporary_folder(tmp_path, tiny_bert_dir, monkeypatch):
-    import export
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(export, "save_file", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        export.write_export(tmp_path / "out", {"config.json": "{}"}, {"model.safetensors": {}}, {}, overwrite=False)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_a_filesystem_without_locks_trains_unlocked(tmp_path, tiny_bert_dir, tiny_data_dir, monkeypatch, capsys):
     import errno
     def refused(*a):
         raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(mlm.fcntl, "flock", refused)
+    import run_folder
+    monkeypatch.setattr(run_folder.fcntl, "flock", refused)
     examples = train_examples(tiny_data_dir)
     folder, info = mlm.cached_encoder(str(tiny_bert_dir), examples, 0.1, 64, tmp_path / "cache")
     assert info["reused"] is False and (folder / "model.safetensors").is_file()
