@@ -53,12 +53,13 @@ import numpy as np
 from base_bert import CheckpointError
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
-from replay import read_config
+from replay import BOOKKEEPING, read_config
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
-# the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too.
-IGNORED_KEYS = {"seed", "out_dir", "resume", "overwrite", "threads", "no_predictions", "report_to",
-                "log_every", "eval_every", "save_every", "checkpoint", "eval_only", "config", "mlm_cache"}
+# the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too. Not
+# --raw_weights: it scores other weights of the run (EVALUATION_ONLY below), so a -raw row is a row
+# of its own. --eval_every only moves the evaluations that choose the best weights.
+IGNORED_KEYS = {*BOOKKEEPING, "seed", "eval_every"} - {"raw_weights"}
 TITLES = {"sst_acc": "SST acc", "para_acc": "PARA acc", "sts_r": "STS r", "overall": "overall"}
 SEED_SUFFIX = re.compile(r"[-_.]?s(?:eed)?[-_]?\d+$")  # default-s1, lr_seed2, x.s11711
 

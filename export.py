@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import sys
@@ -40,7 +41,8 @@ from checkpoint import read_json, read_tensors, recover_folder, verify_folder
 from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import METRIC_NAMES
-from replay import NOT_REPLAYED, args_to_argv
+from replay import BOOKKEEPING, args_to_argv
+from run_folder import alive
 
 ROOT = Path(__file__).resolve().parent
 ENCODER = "bert."  # MultitaskBERT's prefix of the encoder's tensors; everything else is a head
@@ -49,8 +51,6 @@ SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD
 # Hub ids of the public sources of the course's data, for the model card's metadata.
 HUB_DATASETS = {"sst": "stanfordnlp/sst", "para": "nyu-mll/glue", "sts": "mteb/stsbenchmark-sts"}
 TASK_NAMES = {"sst": "SST-5 sentiment", "para": "Quora paraphrase", "sts": "STS similarity"}
-# Arguments that say where a run wrote its outputs, not what model it trained: left off the card.
-BOOKKEEPING = {*NOT_REPLAYED, "no_predictions", "threads", "mlm_cache"}  # (where a machine keeps its MLM encoders)
 
 
 # -- reading the run ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def sentence_transformers_files(pooling: str, hidden: int, max_length: int,
 def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], files: dict[str, Path],
                  overwrite: bool):
     """Write everything into a temporary folder beside OUT, then rename it to OUT: a failed export
-    leaves no half folder. The temporary name is this process's own (OUT.PID-XXXX.tmp), so two
+    leaves no half folder. The temporary name is this process's own (OUT.HOST-PID-XXXX.tmp), so two
     processes writing the same OUT at once (even on two machines sharing the folder) do not write
     into each other's files."""
     if out.exists() and not out.is_dir():
@@ -191,8 +191,10 @@ def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], fil
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^\w.]+", "_", platform.node()) or "host"
+    clear_leftovers(out, host)
     # (not tempfile.mkdtemp: its folder is private to the user, and the rename would keep that)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = out.with_name(f"{out.name}.{host}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     try:
         for name, text in texts.items():
@@ -208,6 +210,17 @@ def write_export(out: Path, texts: dict[str, str], tensors: dict[str, dict], fil
     except BaseException:  # Ctrl-C too: the name is this process's, so no later export clears it
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def clear_leftovers(out: Path, host: str):
+    """Remove the temporary folders of exports to OUT that were killed outright (SIGKILL, a power
+    cut: no handler ran): those of this machine whose process is gone. Another machine's, or a
+    live process's, are left alone."""
+    mine = re.compile(rf"{re.escape(out.name)}\.{re.escape(host)}-(\d+)-[0-9a-f]{{8}}\.tmp")
+    for p in out.parent.iterdir():
+        m = mine.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not alive(m.group(1)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # -- the model card ----------------------------------------------------------------------------

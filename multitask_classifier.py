@@ -292,29 +292,21 @@ def fit_sts_scale(model: MultitaskBERT, data, batch_size: int, device, n: int = 
           f"{model.sts_affine[1].item():.3f}")
 
 
-def in_domain_encoder(args, raw: dict, device, run_dir: Path) -> str:
+def in_domain_encoder(args, raw: dict, device, run_dir: Path) -> tuple[str, dict]:
     """--mlm_epochs: the encoder fine-tuning starts from, --bert_model trained further by masked-
     language modelling on the run's training text (pretrain_mlm.py; once per base, text and
-    settings: a later run reuses it from --mlm_cache). Recorded in the run's mlm.json. Off for the
+    settings: a later run reuses it from --mlm_cache), and the files that record it for the run
+    folder ({"mlm.json": text}; the trainer writes them once the folder is cleared). Off for the
     starter's --option pretrain (a frozen encoder) and for a resumed run (its state holds the
     weights)."""
-    record = run_dir / "mlm.json"
-    main_rank = distributed.main_process()
-    if args.resume and (run_dir / "state").is_dir():
-        return args.bert_model
-    if not args.mlm_epochs or args.option == "pretrain":
-        if main_rank:
-            record.unlink(missing_ok=True)  # (an overwritten run's)
-        return args.bert_model
+    if (args.resume and (run_dir / "state").is_dir()) or not args.mlm_epochs or args.option == "pretrain":
+        return args.bert_model, {}
     from pretrain_mlm import cached_encoder
     train_text = {t: raw[t, "train"] for t in TASKS if (t, "train") in raw}
     folder, info = cached_encoder(args.bert_model, train_text, args.mlm_epochs, args.max_length,
                                   Path(args.mlm_cache), device)
-    if main_rank:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"encoder": str(folder), **info}, indent=2))
     seed_everything(args.seed)  # fine-tuning as from --bert_model FOLDER: the MLM drew from the RNGs
-    return str(folder)
+    return str(folder), {"mlm.json": json.dumps({"encoder": str(folder), **info}, indent=2)}
 
 
 def seed_everything(seed: int):
@@ -346,14 +338,15 @@ def train(args, device, precision=FP32) -> dict:
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
     with prepare_run_dir(args) as run_dir:
-        model = build_model(args, encoder=in_domain_encoder(args, raw, device, run_dir)).to(device)
+        encoder, records = in_domain_encoder(args, raw, device, run_dir)
+        model = build_model(args, encoder=encoder).to(device)
         distributed.setup(device)  # the process group first: the broadcast needs it under torchrun
         distributed.broadcast_parameters(model)
         if model.pal is not None:
             print(f"PAL adds {model.pal.num_parameters():,} parameters (dim {args.pal_dim})")
         if args.sts_scale == "fit" and "sts" in args.tasks and args.sts_head == "cosine" and not args.resume:
             fit_sts_scale(model, data["sts", "train"], args.eval_batch_size, device, precision=precision)
-        return Trainer(model, training_loss, data, raw, args, device, run_dir, precision).run(t_start)
+        return Trainer(model, training_loss, data, raw, args, device, run_dir, precision, records).run(t_start)
 
 
 def main(argv=None) -> int:

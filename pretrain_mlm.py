@@ -223,14 +223,22 @@ def defaults() -> argparse.Namespace:
     return argparse.Namespace(**{k: parser.get_default(k) for k in SETTINGS})
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_name(bert_model: str, items: list, s: argparse.Namespace) -> str:
-    """LABEL-HASH: HASH covers the base checkpoint (its folder and weights file: size, time), every
-    text in order and every setting, so a changed input never reuses an old encoder."""
+    """LABEL-HASH: HASH covers the base checkpoint's weights (their content: a copy of the same
+    checkpoint elsewhere, or reinstalled, reuses the encoder; an edited one does not), every text
+    in order and every setting, so a changed input never reuses an old encoder. Hashing reads the
+    weights once (about 0.2 s for MiniLM's 91 MB)."""
     base = resolve_model_dir(bert_model).resolve()
-    weights = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(base.iterdir())
-               if f.name in WEIGHT_FILES]
-    h = hashlib.sha256(json.dumps({"base": str(base), "weights": weights,
-                                   "settings": {k: getattr(s, k) for k in SETTINGS}}).encode())
+    weights = [(f.name, file_digest(f)) for f in sorted(base.iterdir()) if f.name in WEIGHT_FILES]
+    h = hashlib.sha256(json.dumps({"weights": weights, "settings": {k: getattr(s, k) for k in SETTINGS}}).encode())
     for a, b in items:
         h.update(f"{a}\t{b}\n".encode())
     label = "minilm" if bert_model == "minilm" else re.sub(r"[^\w.-]+", "_", base.name) or "base"

@@ -94,7 +94,7 @@ def load_state(folder: Path, model, optimizer) -> dict:
 
 
 # What a run writes into its folder (with the .tmp/.old siblings of its atomic writes).
-RUN_ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "curves.png", "best", "state",
+RUN_ARTIFACTS = ("config.json", "mlm.json", "metrics.jsonl", "summary.json", "curves.png", "best", "state",
                  "train_log.jsonl", "dev_scores.npz", "analysis.md", "analysis.png", "tensorboard")
 
 
@@ -117,7 +117,8 @@ class RunFolderBusy(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
-def _alive(pid: str) -> bool:
+def alive(pid: str) -> bool:
+    """Whether process PID exists on this machine."""
     try:
         os.kill(int(pid), 0)
     except PermissionError:  # another user's process: it exists
@@ -137,7 +138,7 @@ def _holder_pid(fd: int, wait: float = 1.0) -> str:
     while True:
         text = os.pread(fd, 32, 0).decode(errors="replace")
         whole = text.endswith("\n")
-        if (whole and _alive(text.strip())) or time.monotonic() > deadline:
+        if (whole and alive(text.strip())) or time.monotonic() > deadline:
             return text.strip() if whole and text.strip() else "unknown"
         time.sleep(0.005)
 

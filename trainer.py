@@ -154,9 +154,11 @@ class Trainer:
     takes a batch of the task the sampler draws (local updates) or of every task (global),
     evaluates on dev on schedule, keeps the best weights and saves a resumable state."""
 
-    def __init__(self, model, loss, data: dict, raw: dict, args, device, run_dir: Path, precision=FP32):
+    def __init__(self, model, loss, data: dict, raw: dict, args, device, run_dir: Path, precision=FP32,
+                 records: dict | None = None):
         self.model, self.loss, self.data, self.raw, self.args = model, loss, data, raw, args
         self.device, self.run_dir = device, run_dir
+        self.records = records or {}  # {file name: text} written beside config.json (mlm.json)
         self.precision, self.scaler = precision, precision.scaler()  # precision.py
         self.rank, self.world = distributed.setup(device)
         self.main_rank = self.rank == 0
@@ -220,6 +222,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             clear_run(self.run_dir)  # --overwrite (or a --resume with no state yet): start afresh
             (self.run_dir / "config.json").write_text(json.dumps(vars(self.args), indent=2))
+            for name, text in self.records.items():
+                (self.run_dir / name).write_text(text)
         self.tracker = Tracker(self.run_dir, self.args.log_every, self.args.report_to,
                                self.prog["step"], enabled=self.main_rank)
 

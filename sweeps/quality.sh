@@ -91,6 +91,7 @@ NOW_REF=pair-orders-predict  # rows on the default now (results/quality-predict.
 NOW_FLAGS="$NOW_FLAGS --pair_orders predict"
 now swa-0.5           --swa 0.5              # the mean of the weights over the last half of the steps (SWA)
 now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
+now cross-sts         --sts_head cross       # STS cross-encoded like PARA ([CLS] s1 [SEP] s2 [SEP]) instead of the cosine
 
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
 # (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same

@@ -3,6 +3,9 @@ run's hidden states, sentence embeddings, token ids and predictions; PAL runs an
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -223,3 +226,19 @@ def test_an_interrupted_export_leaves_no_temporary_folder(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         export.write_export(tmp_path / "out", {"config.json": "{}"}, {"model.safetensors": {}}, {}, overwrite=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_clears_the_temporary_folders_of_killed_exports_on_this_machine_only(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process holds now
+    host = re.sub(r"[^\w.]+", "_", platform.node()) or "host"
+    killed = tmp_path / f"out.{host}-{gone.pid}-0123abcd.tmp"
+    running = tmp_path / f"out.{host}-{os.getpid()}-0123abcd.tmp"  # a live process's: still writing
+    elsewhere = tmp_path / f"out.other_machine-{gone.pid}-0123abcd.tmp"  # its pid means nothing here
+    other_out = tmp_path / f"out2.{host}-{gone.pid}-0123abcd.tmp"  # another export's
+    for folder in (killed, running, elsewhere, other_out):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    export.write_export(tmp_path / "out", {"config.json": "{}"}, {}, {}, overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", running.name, elsewhere.name, other_out.name])
+    assert (tmp_path / "out" / "config.json").read_text() == "{}"

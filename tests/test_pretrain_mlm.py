@@ -3,9 +3,11 @@ output folder is a checkpoint that fine-tuning starts from."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from conftest import DATA_FILES
 
 import multitask_classifier as mc
@@ -125,12 +127,22 @@ def test_the_main_job_trains_the_encoder_once_and_fine_tunes_as_from_its_folder(
     assert again["encoder"] == str(folder) and again["reused"] is True
     assert (folder / "model.safetensors").stat().st_mtime_ns == before
     assert encoders(tmp_path / "mlm-cache") == [folder]
+    # the same folder run again without the stage keeps no record of the stage it no longer ran
+    assert mc.main(run_argv("c", "--overwrite", *SHORT)) == 0
+    assert not (tmp_path / "c" / "run" / "mlm.json").exists()
 
 
-def test_the_cache_name_changes_with_the_text_the_settings_and_the_base(tiny_bert_dir, minilm_folder):
+def test_the_cache_name_changes_with_the_text_the_settings_and_the_base(tiny_bert_dir, minilm_folder, tmp_path):
     s = mlm.defaults()
     items = [("a movie .", None), ("is it ?", "is it so ?")]
     name = mlm.cache_name(str(tiny_bert_dir), items, s)
+    # the base's weights by content: a copy elsewhere is the same base, an edited one is not
+    copy = shutil.copytree(tiny_bert_dir, tmp_path / "copy")
+    assert mlm.cache_name(str(copy), items, s).split("-mlm-")[1] == name.split("-mlm-")[1]
+    state = weights(copy)
+    state["embeddings.word_embeddings.weight"][0, 0] += 1.0
+    save_file(state, str(copy / "model.safetensors"))
+    assert mlm.cache_name(str(copy), items, s).split("-mlm-")[1] != name.split("-mlm-")[1]
     assert name == mlm.cache_name(str(tiny_bert_dir), list(items), mlm.defaults())  # a function of them alone
     assert name != mlm.cache_name(str(tiny_bert_dir), items[:1], s)
     assert name != mlm.cache_name(str(tiny_bert_dir), items[::-1], s)
