@@ -105,7 +105,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     assert {n for n, r in runs.items() if r.pair_orders == "predict"} == since("pair-orders-predict")
     # rows on a later default: that default and their own flag, nothing else
     for name, base, (key, value) in (("pair-orders-predict", "attention-groups", ("pair_orders", "predict")),
-                                     ("swa-0.5", "pair-orders-predict", ("swa", 0.5))):
+                                     ("swa-0.5", "pair-orders-predict", ("swa", 0.5)),
+                                     ("cross-sts", "pair-orders-predict", ("sts_head", "cross"))):
         row = vars(runs[f"{name}-s1"])
         assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
