@@ -128,7 +128,7 @@ def model_key(config: dict | None):
 # --pair_orders one and predict train alike (both train on one order); --ema, --swa and
 # --wise_alphas average or interpolate weights for evaluation only; --raw_weights scores a run's
 # last step. A new flag of that kind belongs here too, or its rows are compared as unpaired.
-EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights"}
+EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights", "int8"}
 TRAINS_AS = {"pair_orders": {"predict": "one"}}  # key -> {value: the value it trains as}
 
 
@@ -297,25 +297,29 @@ def seed_spread(metrics: list[list[dict]], replicates: list[list[dict]]) -> tupl
 
 
 def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: int = 0,
-                     seed: int = 0, refs: list | None = None) -> list[dict]:
+                     seed: int = 0, refs: list | None = None, paired: list | None = None) -> list[dict]:
     """The 95% CI of Δ = group - groups[0] for each metric and overall, per group (a list of its
     runs' replicate_metrics dicts): [{metric: (lo, hi)}]. Overall comes from the task metrics of
     the same replicate, so the tasks are resampled jointly. With a seed `spread` (seed_spread's
     sd per metric, df > 0), every replicate of a group's Δ also gets the noise of its seed means:
     sd * sqrt(1/n + 1/n_ref) times a t(df) draw, the same draws for every metric of the group.
     `refs[i]` (matched_seeds): the indices of the reference's runs group i is compared with, None
-    for all of them."""
+    for all of them. `paired[i]` (paired_spread, for a matched group): that group's own noise, the
+    spread of its per-seed Δ, in place of `spread`: sd * sqrt(1/n) times a t(n - 1) draw."""
     out = []
     for i, g in enumerate(groups):
         base = groups[0] if not refs or refs[i] is None else [groups[0][j] for j in refs[i]]
         ref, mean = group_mean(base), group_mean(g)
+        own, own_df, scale = spread, df, np.sqrt(1 / len(g) + 1 / len(base))
+        if paired and paired[i] is not None:  # the same training seed by seed: Δ's own spread
+            (own, own_df), scale = paired[i], np.sqrt(1 / len(g))
         noise = 0.0
-        if i > 0 and spread and df > 0:
-            t = np.random.default_rng([seed, 7919, i]).standard_t(df, size=len(mean["overall"]))
-            noise = t * np.sqrt(1 / len(g) + 1 / len(base))
+        if i > 0 and own and own_df > 0:
+            t = np.random.default_rng([seed, 7919, i]).standard_t(own_df, size=len(mean["overall"]))
+            noise = t * scale
         ci = {}
         for k in mean:
-            d = mean[k] - ref[k] + (spread or {}).get(k, 0.0) * noise
+            d = mean[k] - ref[k] + (own or {}).get(k, 0.0) * noise
             lo, hi = np.percentile(d, [2.5, 97.5])
             ci[k] = (float(lo), float(hi))
         out.append(ci)
@@ -325,19 +329,34 @@ def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: i
 def matched_seeds(group: dict, ref: dict) -> list[int] | None:
     """Where the reference's runs at `group`'s seeds are (indices into ref["runs"]), for a group
     that trains what the reference trains (training_key: a prediction-time change, an average of
-    the weights) at fewer seeds, all among the reference's. Each of its runs shares its seed's
-    training with one of the reference's, so its Δ is taken against those runs alone, seed by
-    seed: against the reference's other seeds it would carry their training noise (on the 3-seed
-    default, a 2-seed row of that kind read -0.0009 where its own seeds gave +0.0016). None
-    otherwise, Δ against every run of the reference: for a row that trains otherwise, the
-    reference's other seeds are as good a measure of it as the matching ones."""
+    the weights) at seeds all among the reference's. Each of its runs shares its seed's training
+    with one of the reference's, so its Δ is taken against those runs alone, seed by seed: against
+    the reference's other seeds it would carry their training noise (on the 3-seed default, a
+    2-seed row of that kind read -0.0009 where its own seeds gave +0.0016), and its CI carries how
+    much the change's effect varies from seed to seed (paired_spread), not how much the seeds'
+    scores do. None otherwise, Δ against every run of the reference: for a row that trains
+    otherwise, the reference's other seeds are as good a measure of it as the matching ones. A
+    group of the reference's very configuration (a rerun, another machine's runs) is not matched:
+    nothing says it repeats the reference's training step for step."""
     seeds, theirs = group["seeds"], ref["seeds"]
     keys = {training_key(r["config"]) for r in group["runs"] + ref["runs"]}
-    if (group is ref or len(keys) != 1 or None in keys or None in seeds or None in theirs
+    rerun = {model_key(r["config"]) for r in group["runs"]} == {model_key(r["config"]) for r in ref["runs"]}
+    if (group is ref or rerun or len(keys) != 1 or None in keys or None in seeds or None in theirs
             or len(set(seeds)) < len(seeds) or len(set(theirs)) < len(theirs)
-            or not set(seeds) < set(theirs)):
+            or not set(seeds) <= set(theirs)):
         return None
     return [theirs.index(s) for s in seeds]
+
+
+def paired_spread(metrics: list[dict], replicates: list[dict], ref_metrics: list[dict],
+                  ref_replicates: list[dict]) -> tuple[dict, int]:
+    """A matched group's noise beyond the bootstrap: seed_spread of its per-seed differences from
+    the reference's run at the same seed (metrics[s] - ref_metrics[s], and so their replicates),
+    as one group of n seeds: (sd per metric, n - 1). A prediction-time change scored on the very
+    weights of its reference differs from it only by how its effect varies with the seed; the
+    seeds' own spread, which the unpaired CI adds, cancels in each difference."""
+    diff = lambda a, b: [{k: x[k] - y[k] for k in x} for x, y in zip(a, b)]
+    return seed_spread([diff(metrics, ref_metrics)], [diff(replicates, ref_replicates)])
 
 
 def ensemble_run(group: dict, tasks: list[str]) -> dict:
@@ -398,7 +417,10 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     replicates = [[with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
     spread, df = seed_spread(per_seed, replicates)
     refs = [matched_seeds(g, groups[0]) for g in groups]
-    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed, refs)
+    paired = [None if at is None else paired_spread(per_seed[i], replicates[i], [per_seed[0][j] for j in at],
+                                                    [replicates[0][j] for j in at])
+              for i, at in enumerate(refs)]
+    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed, refs, paired)
     rows = []
     for i, (g, ci, seeds, at) in enumerate(zip(groups, cis, per_seed, refs)):
         mean = group_mean(seeds)
@@ -413,7 +435,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "significant": i > 0 and excludes_0(*ci["overall"]),
                      "paired_seeds": None if at is None else list(g["seeds"]),
                      "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
-                     "seed_sd": spread.get("overall"), "seed_df": df})
+                     "seed_sd": spread.get("overall"), "seed_df": df,
+                     "paired_sd": None if paired[i] is None else paired[i][0].get("overall")})
     return rows
 
 
@@ -465,8 +488,11 @@ def ci_legend(rows: list[dict]) -> str:
     if any(r.get("paired_seeds") for r in rows):
         text += (" A Δ 'at seeds S' is against the reference's runs at those seeds alone, seed by "
                  "seed: the row trains what its reference trains (it changes prediction or averages "
-                 "weights only) at fewer seeds, so the reference's mean ± sd in its own row is not "
-                 "the one that Δ subtracts.")
+                 "weights only), so where S is fewer seeds than the reference's, the reference's mean "
+                 "± sd in its own row is not the one that Δ subtracts; and the noise of training in its "
+                 "CI is not the pooled sd above but the sd over S of the per-seed Δ, less the part the "
+                 "bootstrap already holds, times sqrt(1/n), t-distributed with n − 1 degrees of freedom "
+                 "(none at one seed): the seeds' own spread cancels in each difference.")
     return text + " `*`: the 95% CI of Δ overall excludes 0."
 
 

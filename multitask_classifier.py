@@ -363,7 +363,7 @@ def main(argv=None) -> int:
         if args.mnrl and args.para_head == "cross" and "para" in args.tasks:
             print("note: MNRL ranks sentence embeddings; with --para_head cross it is added to SST "
                   "only (--para_head concat adds it to PARA too)", file=sys.stderr)
-        for flag in ("scores_out", "raw_weights"):
+        for flag in ("scores_out", "raw_weights", "int8"):
             if getattr(args, flag) and not args.eval_only:
                 raise RunError(f"--{flag} is for an evaluation of a saved run: add --eval_only --checkpoint RUN", code=2)
         if not args.out_dir and not args.eval_only:

@@ -274,4 +274,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --eval_only: score each run's weights at its last step (RUN/state) instead of "
                         "its best evaluation's; for an --ema or --swa run, the same training without the "
                         "average (saved_runs.py)")
+    g.add_argument("--int8", action="store_true",
+                   help="with --eval_only: predict with the encoder's linear layers in int8 (quantize.py: "
+                        "faster on CPU, scores move slightly; README, int8 inference)")
     return p

@@ -28,6 +28,7 @@ from checkpoint import recover_folder, verify_folder
 from evaluation import decide, dev_metrics, metrics_line, save_dev_scores, scores, write_prediction_files
 from multitask_classifier import build_model, encode_all, load_all, prepare_run_dir
 from options import saved_args
+from quantize import quantize_encoder
 from run_folder import load_weights
 from tokenizer import BertTokenizer
 from trainer import RunError
@@ -37,11 +38,11 @@ def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argpar
     """The saved run's arguments with the prediction-time settings the command line asks for.
     --pair_orders one and predict train alike, so a run trained on one order can predict either
     way; `both` trains on both orders and cannot be asked for here. Not given (None): the run's own.
-    --raw_weights is recorded too, so that compare.py tells those scores from the run's own."""
+    --raw_weights and --int8 are recorded too, so that compare.py tells those scores from the run's own."""
     if args.pair_orders == "both":
         raise RunError("--pair_orders both changes training; with --eval_only only one or predict "
                        "applies (how a run trained on one order predicts)", code=2)
-    asked = {"raw_weights": True} if args.raw_weights else {}
+    asked = {k: True for k in ("raw_weights", "int8") if getattr(args, k, False)}
     if args.pair_orders is not None and margs.pair_orders in ("one", "predict"):
         asked["pair_orders"] = args.pair_orders
     return argparse.Namespace(**{**vars(margs), **asked}) if asked else margs
@@ -65,6 +66,8 @@ def load_run(path, args, device):
         model = build_model(margs, checkpoint=folder)
         load_weights(model, raw_weights(run) if args.raw_weights else folder)
     margs = at_prediction(margs, args)
+    if args.int8:
+        quantize_encoder(model)
     return model.to(device), margs, BertTokenizer.from_pretrained(str(folder), max_length=margs.max_length)
 
 
@@ -86,6 +89,9 @@ def eval_only(args, device, precision) -> dict:
     with their ensemble: each task's scores (SST class probabilities, PARA probability, STS score)
     averaged over the runs, then decided as for one model. Each run reads the data with its own
     tokenizer and pair encoding, so runs with different heads can be mixed."""
+    if args.int8 and device.type != "cpu":
+        raise RunError("--int8 is CPU inference (int8 products with int32 sums); on a GPU, --precision "
+                       "bf16 or fp16 is the fast path", code=2)
     if args.scores_out and len(args.checkpoint) > 1:
         raise RunError("--scores_out scores one run (an ensemble's dev scores: compare.py --ensemble)", code=2)
     t0 = time.time()

@@ -13,6 +13,7 @@ Measures, on real data (SST sentences and Quora pairs, the bundled MiniLM):
     non-pad tokens/s, for (a) mtbert and (b) transformers.BertModel with eager and sdpa attention,
     on the *same* random (unbucketed) batches encoded as the configuration reads them, with the
     same heads, pooling, losses, frozen parameters and optimizer: only the encoder differs;
+  - inference with --int8's layers (quantize.py) in mtbert and in transformers sdpa alike;
   - useful GFLOP/s (encoder FLOPs on non-pad tokens only) as a fraction of this machine's
     measured fp32 matmul peak;
   - end-to-end examples/s of the main job's training step with length-bucketed batches and
@@ -24,6 +25,7 @@ works; its numbers mean nothing, so it needs an explicit --out.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -43,6 +45,7 @@ from batching import TASKS, TaskStream  # noqa: E402
 from datasets import DataError, load  # noqa: E402
 from heads import pool  # noqa: E402
 from optimizer import AdamW  # noqa: E402
+from quantize import quantize_encoder  # noqa: E402
 from tokenizer import BertTokenizer  # noqa: E402
 from trainer import RunError, build_optimizer  # noqa: E402
 
@@ -244,9 +247,14 @@ def main(argv=None) -> int:
 
     rows = []
     models = [("mtbert", ours)] + [(f"transformers {impl}", HFMultitask(ours, impl)) for impl in IMPLS]
+    # --int8 inference (quantize.py): the same Int8Linear layers put into both encoders
+    int8 = []
+    for name, model in models[::2]:  # mtbert and transformers sdpa
+        int8.append((f"{name} int8", copy.deepcopy(model)))
+        quantize_encoder(int8[-1][1])
     results = {}
     for mode in ("train", "inference"):
-        for name, model in models:
+        for name, model in models + (int8 if mode == "inference" else []):
             ex_s, tok_s, lengths, dt = run(model, batches, mode == "train", args.warmup)
             flops = forward_flops(cfg, lengths) * (3 if mode == "train" else 1) / dt / 1e9
             results[name, mode] = ex_s
@@ -270,6 +278,9 @@ def main(argv=None) -> int:
         lines.append(f"| mtbert / transformers {impl} | "
                      f"{results['mtbert', 'train'] / results[f'transformers {impl}', 'train']:.2f}x | "
                      f"{results['mtbert', 'inference'] / results[f'transformers {impl}', 'inference']:.2f}x |")
+    for theirs in ("transformers sdpa", "transformers sdpa int8"):
+        lines.append(f"| mtbert int8 / {theirs} | – | "
+                     f"{results['mtbert int8', 'inference'] / results[theirs, 'inference']:.2f}x |")
     lines += ["", "| main-job training step | examples/s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in e2e.items()]
     a, b = e2e.values()

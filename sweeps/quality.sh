@@ -139,10 +139,21 @@ rescore fast-dropout-predict fast-dropout --pair_orders predict
 rescore attention-groups-predict attention-groups --pair_orders predict
 rescore pair-orders-one pair-orders-predict --pair_orders one  # the same change on today's models, undone
 
+# int8 inference (--int8, quantize.py) changes no weight either: each saved model of the default
+# now scored with the encoder's linear layers in int8, as ROW-int8-sSEED, paired seed by seed with
+# its own fp32 scores. Table: results/quality-int8.md.
+INT8=()  # ROW-int8=ROW pairs
+in_int8() {  # in_int8 ROW: ROW's models scored in int8
+    INT8+=("$1-int8=$1")
+    scored "$1-int8" "$1" --int8
+}
+in_int8 pair-orders-predict
+
 # A weight average changes no training step: each saved model of an averaging row scored from its
 # raw weights at the last step (--raw_weights), as ROW-raw-sSEED, is that very training without
 # the average. Δ = the row minus those, in results/quality-swa.md: at the same seeds, so it is the
-# mean of the seeds' differences (the pooled seed noise on top treats the seeds as unpaired).
+# mean of the seeds' differences, and its CI carries the spread of those differences (compare.py's
+# paired CI; tables built before it added the pooled seed noise, treating the seeds as unpaired).
 AVERAGED=()  # ROW=ROW-raw pairs
 unaveraged() {  # unaveraged ROW: ROW's models from their raw weights
     AVERAGED+=("$1=$1-raw")
@@ -195,6 +206,7 @@ paired_table() {  # paired_table FILE NOTE ROW=REF...: the pairs with runs on bo
     $PY sweeps/collect.py "$OUT" "$RESULTS/$file" --steps full --reference "${refs[0]}" \
         --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh --note "$note"
 }
+paired_table quality-int8.md "An -int8 row trains nothing: it is each saved model of its reference row scored again with --int8 (--eval_only --scores_out): the same weights, the encoder's linear layers computed in int8, so its wall minutes are the reference's." "${INT8[@]}" || true
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true
 # The prediction-time rows that have runs, each against the row whose models it scored.

@@ -55,6 +55,14 @@ def test_short_mode_writes_every_row(bench, minilm_folder, tmp_path):
             assert ex_s > 0 and tok_s > ex_s and gflops > 0 and of_peak >= 0
     for impl in ("eager", "sdpa"):
         assert all(r > 0 for r in cell_values(text, f"mtbert / transformers {impl}"))
+    # int8 inference, the same layers in both encoders; int8 is never trained
+    for impl in ("mtbert int8", "transformers sdpa int8"):
+        ex_s, tok_s, gflops, of_peak = cell_values(text, f"inference | {impl}")
+        assert ex_s > 0 and tok_s > ex_s and gflops > 0
+        assert f"| train | {impl} |" not in text
+    for theirs in ("transformers sdpa", "transformers sdpa int8"):
+        ratio = re.search(rf"^\| mtbert int8 / {theirs} \| – \| {NUMBER}x \|$", text, re.M)
+        assert ratio and float(ratio.group(1)) > 0
     for row in ("bucketed + unpadded (default)", "random batches, padded layers", "speed-up"):
         assert cell_values(text, row)[0] > 0
     assert (ROOT / "results" / "speed.md").read_bytes() == published  # a test never rewrites it

@@ -232,7 +232,8 @@ def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_t
     # another training, or a seed the reference lacks: against all 3 seeds (30 errors on average)
     assert rows[2]["delta"]["sst_acc"][0] == pytest.approx((30 - 15) / 200)
     assert rows[3]["delta"]["sst_acc"][0] == pytest.approx((30 - 20) / 200)
-    # the CI: the same replicates against the reference's seeds 1 and 2, with the pooled seed noise
+    # the CI: the same replicates against the reference's seeds 1 and 2; the rows that train
+    # otherwise with the pooled seed noise, the paired row with the spread of its per-seed Δ alone
     parts = ([0, 1, 2], [3, 4], [5, 6], [7])
     runs = [compare.load_run(p) for p in [*ref, *same, *lr, seed4]]
     reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
@@ -242,16 +243,45 @@ def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_t
     assert df == 4 and spread["sst_acc"] > 0  # the third seed: noise beyond the bootstrap
     cis = compare.bootstrap_deltas([[reps[i] for i in g] for g in parts], spread, df, 0,
                                    [None, [0, 1], None, None])
-    for r, ci in zip(rows[1:], cis[1:]):
+    for r, ci in zip(rows[2:], cis[2:]):
         assert r["delta"]["overall"][1:] == pytest.approx(ci["overall"])
+    # "same" scores as the reference at each of its seeds: every replicate's Δ is 0, and none of
+    # the reference's seed-to-seed spread (its third seed) widens it
+    assert rows[1]["paired_sd"] == 0.0 and rows[1]["delta"]["overall"][1:] == (0.0, 0.0)
+    assert cis[1]["overall"][1] > 0  # (what the unpaired noise would have made of it)
     text = compare.markdown(rows)
     assert "same: Δ overall +0.0000 95% CI" in text and "] at seeds 1, 2\n" in text
     assert "A Δ 'at seeds S' is against the reference's runs at those seeds alone" in text
     same_row = next(l for l in text.splitlines() if l.startswith("| same"))
     assert same_row.count("at seeds") == 1  # on the Δ overall cell only
     assert text.count("] at seeds") == 2  # that cell and its line below the table
-    # at all of the reference's seeds: nothing to match
-    assert compare.compare([*ref[:2], *same], resamples=B)[1]["paired_seeds"] is None
+    # at all of the reference's seeds: paired seed by seed as well
+    assert compare.compare([*ref[:2], *same], resamples=B)[1]["paired_seeds"] == [1, 2]
+
+
+def test_a_paired_rows_ci_carries_how_its_effect_varies_with_the_seed(tmp_path):
+    # The same training scored otherwise (--int8) at three seeds: 2, 4 and 12 more SST errors
+    # than its reference's run at each seed, whose own seeds differ far more (10, 40, 70 errors).
+    # Its CI is the bootstrap of the paired Δ plus the spread of the three Δs, not of the seeds.
+    ref = [make_run(tmp_path / f"ref-s{s}", ["--seed", s], sst_wrong=w, sts_seed=s)
+           for s, w in ((1, 10), (2, 40), (3, 70))]
+    q = [make_run(tmp_path / f"q-s{s}", ["--seed", s, "--int8"], sst_wrong=w, sts_seed=s)
+         for s, w in ((1, 12), (2, 44), (3, 82))]
+    rows = compare.compare([*ref, *q], resamples=B, seed=0)
+    assert rows[1]["paired_seeds"] == [1, 2, 3]
+    assert rows[1]["delta"]["sst_acc"][0] == pytest.approx(-6 / 200)
+    runs = [compare.load_run(p) for p in [*ref, *q]]
+    reps = [compare.with_overall(r) for r in compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)]
+    metrics = [compare.with_overall(compare.run_metrics(r, ["sst", "para", "sts"])) for r in runs]
+    sd, df = compare.paired_spread(metrics[3:], reps[3:], metrics[:3], reps[:3])
+    assert df == 2 and 0 < sd["overall"] < rows[1]["seed_sd"]  # the Δs vary less than the seeds
+    assert rows[1]["paired_sd"] == pytest.approx(sd["overall"])
+    ci = compare.bootstrap_deltas([reps[:3], reps[3:]], {"overall": rows[1]["seed_sd"]}, 4, 0, [None, [0, 1, 2]],
+                                  [None, (sd, df)])[1]
+    assert rows[1]["delta"]["overall"][1:] == pytest.approx(ci["overall"])
+    unpaired = compare.bootstrap_deltas([reps[:3], reps[3:]], {k: rows[1]["seed_sd"] for k in sd}, 4, 0)[1]
+    lo, hi = ci["overall"]
+    assert unpaired["overall"][0] < lo < hi < unpaired["overall"][1]
 
 
 def test_missing_task_is_left_out_with_a_note(tmp_path, capsys):

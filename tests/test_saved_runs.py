@@ -124,6 +124,21 @@ def test_raw_weights_of_an_swa_run_are_the_same_run_without_the_average(trained)
     assert len(keys) == 3
 
 
+def test_int8_scores_the_same_weights_in_int8_as_a_row_of_its_own(trained, capsys):
+    out = trained.root / "int8"
+    assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", trained.run, "--int8", "--scores_out", out)) == 0
+    mine, theirs = load_dev_scores(out / "dev_scores.npz"), load_dev_scores(trained.run / "dev_scores.npz")
+    for t in mine:  # close to the run's own scores, but computed otherwise
+        np.testing.assert_allclose(mine[t]["scores"], theirs[t]["scores"], atol=0.1)
+    assert any(not np.allclose(mine[t]["scores"], theirs[t]["scores"], atol=1e-6) for t in mine)
+    cfg, run_cfg = compare.run_config(out), compare.run_config(trained.run)
+    # a row of its own, paired with the run it scored: the same training
+    assert cfg["int8"] is True and compare.model_key(cfg) != compare.model_key(run_cfg)
+    assert compare.training_key(cfg) == compare.training_key(run_cfg)
+    assert mc.main(trained.argv("x", *TINY_RUN, "--int8")) == 2  # training: refused
+    assert "--int8 is for an evaluation of a saved run" in capsys.readouterr().err
+
+
 def test_raw_weights_needs_a_run_folder_with_its_state(trained, capsys):
     bare = trained.root / "no-state"
     shutil.copytree(trained.run, bare, ignore=shutil.ignore_patterns("state"))

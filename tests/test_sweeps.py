@@ -165,7 +165,7 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw",
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8",
                 MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
@@ -198,6 +198,12 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     row = table_line(last, "| pal-raw")
     assert "--pal" in row and "--raw_weights" in row and "| 2 |" in row and "pal-raw: Δ overall" in last
     assert "pal-raw" not in now and "pal-raw" not in predict and "pal-raw" not in swa
+    # int8 inference: the default's own models scored in int8, paired with them seed by seed
+    int8 = (results / "quality-int8.md").read_text()
+    assert row_names(int8) == ["| pair-orders-predict", "| pair-orders-predict-int8"]
+    row = table_line(int8, "| pair-orders-predict-int8")
+    assert "--int8" in row and "| 2 |" in row and "at seeds 1, 2" in row
+    assert "pair-orders-predict-int8" not in now and "pair-orders-predict-int8" not in predict
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
