@@ -91,7 +91,19 @@ NOW_REF=pair-orders-predict  # rows on the default now (results/quality-predict.
 NOW_FLAGS="$NOW_FLAGS --pair_orders predict"
 now swa-0.5           --swa 0.5              # the mean of the weights over the last half of the steps (SWA)
 now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
-now cross-sts         --sts_head cross       # STS cross-encoded like PARA ([CLS] s1 [SEP] s2 [SEP]) instead of the cosine
+
+# Rows on the default now measured on a later machine, against the default's runs there (seeds
+# 11711, 1, 2 and 3): results/quality-later.md. (The earlier machine's runs behind quality-now.md
+# are gone; a machine without them rebuilds that table without their rows.)
+LATER=()  # NAME=NOW_REF pairs
+later() {  # later NAME FLAGS...: `today` with NOW_FLAGS, in quality-later.md against NOW_REF
+    local name=$1; shift
+    LATER+=("$name=$NOW_REF")
+    # shellcheck disable=SC2086  # NOW_FLAGS is a list of flags
+    today "$name" $NOW_FLAGS "$@"
+}
+later cross-sts       --sts_head cross       # STS cross-encoded like PARA ([CLS] s1 [SEP] s2 [SEP]), not the cosine
+later proportional-now --sampling proportional  # +0.0015 [-0.0020, 0.0052] on the rdrop-3 default: on today's
 
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
 # (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
@@ -206,6 +218,7 @@ paired_table() {  # paired_table FILE NOTE ROW=REF...: the pairs with runs on bo
     $PY sweeps/collect.py "$OUT" "$RESULTS/$file" --steps full --reference "${refs[0]}" \
         --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh --note "$note"
 }
+paired_table quality-later.md "Every row here ran on one machine, after the rows of quality-now.md." "${LATER[@]}" || true
 paired_table quality-int8.md "An -int8 row trains nothing: it is each saved model of its reference row scored again with --int8 (--eval_only --scores_out): the same weights, the encoder's linear layers computed in int8, so its wall minutes are the reference's." "${INT8[@]}" || true
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true

@@ -106,7 +106,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     # rows on a later default: that default and their own flag, nothing else
     for name, base, (key, value) in (("pair-orders-predict", "attention-groups", ("pair_orders", "predict")),
                                      ("swa-0.5", "pair-orders-predict", ("swa", 0.5)),
-                                     ("cross-sts", "pair-orders-predict", ("sts_head", "cross"))):
+                                     ("cross-sts", "pair-orders-predict", ("sts_head", "cross")),
+                                     ("proportional-now", "pair-orders-predict", ("sampling", "proportional"))):
         row = vars(runs[f"{name}-s1"])
         assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
@@ -165,7 +166,7 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8",
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 cross-sts",
                 MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
@@ -204,6 +205,11 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     row = table_line(int8, "| pair-orders-predict-int8")
     assert "--int8" in row and "| 2 |" in row and "at seeds 1, 2" in row
     assert "pair-orders-predict-int8" not in now and "pair-orders-predict-int8" not in predict
+    # a row measured on a later machine: its own table against the default, not quality-now.md's
+    later = (results / "quality-later.md").read_text()
+    assert row_names(later) == ["| pair-orders-predict", "| cross-sts"]
+    assert "--sts_head cross" in table_line(later, "| cross-sts") and "cross-sts: Δ overall" in later
+    assert "cross-sts" not in now
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
