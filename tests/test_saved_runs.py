@@ -139,6 +139,12 @@ def test_int8_scores_the_same_weights_in_int8_as_a_row_of_its_own(trained, capsy
     assert "--int8 is for an evaluation of a saved run" in capsys.readouterr().err
 
 
+def test_int8_on_a_gpu_is_refused_in_one_line_before_any_work(trained):
+    args = mc.parse_args(trained.argv("u", "--eval_only", "--checkpoint", trained.run, "--int8"))
+    with pytest.raises(saved_runs.RunError, match="--int8 is CPU inference"):
+        saved_runs.eval_only(args, torch.device("cuda"), None)
+
+
 def test_raw_weights_needs_a_run_folder_with_its_state(trained, capsys):
     bare = trained.root / "no-state"
     shutil.copytree(trained.run, bare, ignore=shutil.ignore_patterns("state"))
