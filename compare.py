@@ -57,9 +57,9 @@ from replay import BOOKKEEPING, read_config
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too. Not
-# --raw_weights: it scores other weights of the run (EVALUATION_ONLY below), so a -raw row is a row
-# of its own. --eval_every only moves the evaluations that choose the best weights.
-IGNORED_KEYS = {*BOOKKEEPING, "seed", "eval_every"} - {"raw_weights"}
+# --raw_weights or --int8: they score the run otherwise (EVALUATION_ONLY below), so such a row is a
+# row of its own. --eval_every only moves the evaluations that choose the best weights.
+IGNORED_KEYS = {*BOOKKEEPING, "seed", "eval_every"} - {"raw_weights", "int8"}
 TITLES = {"sst_acc": "SST acc", "para_acc": "PARA acc", "sts_r": "STS r", "overall": "overall"}
 SEED_SUFFIX = re.compile(r"[-_.]?s(?:eed)?[-_]?\d+$")  # default-s1, lr_seed2, x.s11711
 

@@ -44,6 +44,7 @@ from tqdm import tqdm
 import distributed
 from base_bert import WEIGHT_FILES, CheckpointError, resolve_model_dir
 from bert import BertModel
+from checkpoint import sha256
 from datasets import DataError, load
 from export import ENCODER, hf_config, split_state, write_export
 from optimizer import AdamW
@@ -223,21 +224,13 @@ def defaults() -> argparse.Namespace:
     return argparse.Namespace(**{k: parser.get_default(k) for k in SETTINGS})
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_name(bert_model: str, items: list, s: argparse.Namespace) -> str:
     """LABEL-HASH: HASH covers the base checkpoint's weights (their content: a copy of the same
     checkpoint elsewhere, or reinstalled, reuses the encoder; an edited one does not), every text
     in order and every setting, so a changed input never reuses an old encoder. Hashing reads the
     weights once (0.05-0.07 s for MiniLM's 91 MB here)."""
     base = resolve_model_dir(bert_model).resolve()
-    weights = [(f.name, file_digest(f)) for f in sorted(base.iterdir()) if f.name in WEIGHT_FILES]
+    weights = [(f.name, sha256(f)) for f in sorted(base.iterdir()) if f.name in WEIGHT_FILES]
     h = hashlib.sha256(json.dumps({"weights": weights, "settings": {k: getattr(s, k) for k in SETTINGS}}).encode())
     for a, b in items:
         h.update(f"{a}\t{b}\n".encode())

@@ -14,7 +14,7 @@ from checkpoint import read_json
 
 # Where a run writes and how it was started, not what it trains: never replayed from a file.
 NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only", "scores_out",
-                "raw_weights")
+                "raw_weights", "int8")
 # And the run's bookkeeping on its machine (prediction files or not, CPU threads, where the MLM
 # encoders are cached, how often it logs and saves, what it reports to): none changes a weight.
 # One list for every tool that asks what a run trained: compare.py's groups, export.py's card.
