@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,6 +117,25 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
     return "\n".join([caption, "", *lines, "", "```text", *ci_lines, "```"]) + "\n"
 
 
+def table_rows(text: str) -> dict[str, int]:
+    """{row name without its seed: seeds} of a table written by `ablation_table`."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 2 and cells[2].isdigit():
+            rows[row_name(cells[0].removesuffix(" *"))] = int(cells[2])
+    return rows
+
+
+def thinner(old: str, new: str) -> list[str]:
+    """Rows of table `old` that table `new` lacks or holds at fewer seeds. A table is rebuilt from
+    the runs this machine holds, so a machine without some of the runs behind a table would
+    write a thinner one: those rows' results would be lost."""
+    now = table_rows(new)
+    return [f"{name} ({n} seed{'s' * (n > 1)}, {now.get(name, 0)} here)"
+            for name, n in table_rows(old).items() if now.get(name, 0) < n]
+
+
 # -- ensembles: members and their ensemble's line from its log -----------------------------------
 def ensemble_metrics(log: Path) -> dict:
     """The metrics of the `ensemble dev: sst_acc X, ...` line that --eval_only prints."""
@@ -164,6 +184,10 @@ def main(argv=None):
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap replicates (at least 5,000)")
     ap.add_argument("--ensemble", type=Path, help="log of the --eval_only ensemble of the sweep's runs: "
                                                  "full runs, and a last row for their ensemble")
+    ap.add_argument("--replace", action="store_true", default=bool(os.environ.get("REPLACE")),
+                    help="write the table even where it drops rows (or seeds) of the table already "
+                         "at OUT, whose runs this machine lacks (default: keep that table; REPLACE=1 "
+                         "in the environment sets it)")
     args = ap.parse_args(argv)
     if args.ensemble:
         text = ensemble_table(args.sweep_dir, args.ensemble, args.script)
@@ -173,9 +197,14 @@ def main(argv=None):
             ap.error(f"--versus takes ROW=REFERENCE pairs, got {args.versus}")
         text = ablation_table(args.sweep_dir, args.reference, args.steps, args.script, args.plot,
                               args.resamples, versus, args.only, args.note)
+    print(text)
+    lost = [] if args.ensemble or args.replace or not args.out.is_file() else thinner(args.out.read_text(), text)
+    if lost:
+        print(f"{args.out}: kept as it was; the table above would drop rows this machine has fewer "
+              f"runs of: {', '.join(lost)} (--replace or REPLACE=1 writes it anyway)", file=sys.stderr)
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

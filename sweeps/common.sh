@@ -10,6 +10,8 @@
 #   JOBS=4        up to 4 runs at once, each on its own GPU where there are GPUs (default 1: one
 #                 after the other); the table is built once all have ended
 #   DRY_RUN=out   print the sweep's run folder OUT and stop (sweeps/slurm.sh needs it)
+#   REPLACE=1     let a rebuilt table drop rows (or seeds) of the table already in RESULTS; by
+#                 default collect.py keeps that table when this machine lacks some of its runs
 #
 #   run NAME FLAGS...   multitask_classifier.py FLAGS into $OUT/NAME, log in $OUT/NAME.log;
 #                       a run whose folder already has summary.json is skipped, so an

@@ -116,6 +116,33 @@ def test_only_tabulates_the_named_rows(tmp_path):
         collect.main([str(sweep), str(out), "--only", "new", "both"])
 
 
+def test_a_table_is_not_rebuilt_thinner_on_a_machine_without_some_of_its_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REPLACE", raising=False)
+    sweep = _three_rows(tmp_path, both_wrong=20)
+    out = tmp_path / "t.md"
+    argv = [str(sweep), str(out), "--resamples", "5000", "--reference", "new"]
+    collect.main(argv)
+    full = out.read_text()
+    assert collect.table_rows(full) == {"default": 2, "new": 2, "both": 2}
+    # another machine: both's runs gone, one of default's too; the table is kept as it was
+    for gone in ("both-s1", "both-s2", "default-s2"):
+        (sweep / gone / "summary.json").unlink()
+    collect.main(argv)
+    assert out.read_text() == full
+    err = capsys.readouterr().err
+    assert f"{out}: kept as it was" in err and "default (2 seeds, 1 here), both (2 seeds, 0 here)" in err
+    # more runs than the table had, or --replace / REPLACE=1: written
+    collect.main([*argv, "--only", "new", "default", "--replace"])
+    assert collect.table_rows(out.read_text()) == {"new": 2, "default": 1}
+    monkeypatch.setenv("REPLACE", "1")
+    collect.main([*argv, "--only", "new"])
+    assert collect.table_rows(out.read_text()) == {"new": 2}
+    monkeypatch.delenv("REPLACE")
+    _sweep_run(sweep, "default-s3", ["--seed", 3], sst_wrong=40)
+    collect.main([*argv, "--only", "new", "default"])  # nothing lost against the table at OUT
+    assert collect.table_rows(out.read_text()) == {"new": 2, "default": 2}
+
+
 def test_missing_reference_is_refused(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
