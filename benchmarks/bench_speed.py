@@ -16,6 +16,9 @@ Measures, on real data (SST sentences and Quora pairs, the bundled MiniLM):
   - inference with --int8's layers (quantize.py) in mtbert and in transformers sdpa alike;
   - useful GFLOP/s (encoder FLOPs on non-pad tokens only) as a fraction of this machine's
     measured fp32 matmul peak;
+  - where mtbert's inference time goes (torch.profiler: matrix products, attention, GELU, ...),
+    the ratio to transformers sdpa were everything but the matrix products free, and how much of
+    the rest a ratio of 2.5x would have to remove;
   - end-to-end examples/s of the main job's training step with length-bucketed batches and
     unpadded layers, against random batches on padded layers.
 --short runs all of it on a few small batches (batch 8, 256 examples per task) to check that it
@@ -163,6 +166,52 @@ def run(model, batches, train, warmup):
     return n / dt, tokens / dt, np.concatenate(flops_tokens), dt
 
 
+# Where an inference pass spends its time, by torch op (self time on the calling thread): the
+# matrix products of the linear layers and heads, and the rest, which the unpadded layout and
+# attention groups shrink but cannot remove. Names are those of torch's CPU kernels.
+PARTS = {"matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_int_mm"),
+         "attention": ("scaled_dot_product",),
+         "GELU": ("aten::gelu",),
+         "LayerNorm": ("layer_norm",),
+         "gather, scatter, grid fill and copies": (
+             "aten::index_select", "aten::index_copy", "aten::zero_", "aten::fill_", "aten::copy_", "aten::cat")}
+
+
+def part_of(op: str) -> str:
+    return next((part for part, names in PARTS.items() if any(n in op for n in names)), "other ops")
+
+
+def inference_profile(model, batches) -> dict:
+    """{part: share of the inference pass's wall time} over `batches` (torch.profiler), with the
+    time outside torch ops (Python, the model's own bookkeeping) as 'outside torch ops'."""
+    from torch.profiler import ProfilerActivity, profile
+    model.eval()
+    with torch.inference_mode():
+        step(model, *batches[0])  # warm-up, unprofiled
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for task, batch in batches:
+                step(model, task, batch)
+        wall = time.perf_counter() - t0
+    parts = dict.fromkeys([*PARTS, "other ops"], 0.0)
+    for event in prof.key_averages():
+        parts[part_of(event.key)] += event.self_cpu_time_total / 1e6
+    parts["outside torch ops"] = max(wall - sum(parts.values()), 0.0)
+    total = sum(parts.values())
+    return {k: v / total for k, v in parts.items()}
+
+
+def needed_cut(ratio: float, matmul_share: float, target: float = 2.5) -> str:
+    """How much of the time outside matrix products a pass running `ratio`x its rival must shed to
+    run `target`x: 1 - ratio/target of its whole time, all taken from the part outside them."""
+    cut = 1 - ratio / target
+    if cut <= 0:
+        return "none (reached)"
+    if cut >= 1 - matmul_share:
+        return "more than all of it (the matrix products alone take longer)"
+    return f"{cut / (1 - matmul_share):.0%}"
+
+
 def end_to_end(margs, data, steps, warmup) -> dict:
     """examples/s of the main job's training step (mtbert only), bucketed + unpadded vs neither."""
     plan = ["sst", "para", "sts", "para", "sst", "para"] * ((steps + warmup) // 6 + 1)
@@ -262,6 +311,7 @@ def main(argv=None) -> int:
             print(f"{mode:9s} {name:20s} {ex_s:7.1f} ex/s {tok_s:8.0f} tok/s "
                   f"{flops:6.1f} GFLOP/s ({flops / peak:.0%} of peak)")
     e2e = end_to_end(margs, data, args.e2e_steps, args.warmup)
+    shares = inference_profile(ours, batches[args.warmup:])
 
     pairs = "cross-encoded Quora pairs" if margs.para_head == "cross" else "Quora pairs (two sequences each)"
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -283,6 +333,15 @@ def main(argv=None) -> int:
     for theirs in ("transformers sdpa", "transformers sdpa int8"):
         lines.append(f"| mtbert int8 / {theirs} | – | "
                      f"{results['mtbert int8', 'inference'] / results[theirs, 'inference']:.2f}x |")
+    # The measured reason fp32 inference can or cannot reach a target ratio: what is left outside
+    # the matrix products, and how much of it a ratio of 2.5x would have to remove.
+    ratio = results["mtbert", "inference"] / results["transformers sdpa", "inference"]
+    mm = shares["matrix products"]
+    lines += ["", "| mtbert inference, where its time goes (torch.profiler, the same batches) | share |",
+              "|---|---|"]
+    lines += [f"| {k} | {v:.0%} |" for k, v in shares.items()]
+    lines.append(f"| bound: mtbert / transformers sdpa with all but the matrix products free | {ratio / mm:.2f}x |")
+    lines.append(f"| 2.5x sdpa would remove, of the time outside matrix products | {needed_cut(ratio, mm)} |")
     lines += ["", "| main-job training step | examples/s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in e2e.items()]
     a, b = e2e.values()

@@ -65,6 +65,13 @@ def test_short_mode_writes_every_row(bench, minilm_folder, tmp_path):
         assert ratio and float(ratio.group(1)) > 0
     for row in ("bucketed + unpadded (default)", "random batches, padded layers", "speed-up"):
         assert cell_values(text, row)[0] > 0
+    # where inference time goes: every part a share, together the whole pass; matrix products lead
+    shares = {part: cell_values(text, part)[0] for part in [*bench.PARTS, "other ops", "outside torch ops"]}
+    assert sum(shares.values()) == pytest.approx(100, abs=len(shares) / 2)  # each rounded to 1%
+    assert shares["matrix products"] == max(shares.values())
+    assert cell_values(text, "bound: mtbert / transformers sdpa with all but the matrix products free")[0] > 0
+    assert re.search(r"^\| 2\.5x sdpa would remove, of the time outside matrix products \| (\d+%|none \(reached\)|more than all of it .*) \|$",
+                     text, re.M)
     assert (ROOT / "results" / "speed.md").read_bytes() == published  # a test never rewrites it
 
 
@@ -115,3 +122,19 @@ def test_both_sides_use_the_same_dropout(bench, minilm_folder, p):
         cfg = bench.HFMultitask(ours, impl).bert.config
         assert cfg.attention_probs_dropout_prob == ours.bert.config.attention_probs_dropout_prob == float(p)
         assert cfg.hidden_dropout_prob == ours.bert.config.hidden_dropout_prob == 0.05
+
+
+def test_profiled_ops_fall_in_their_parts(bench):
+    part = bench.part_of
+    assert part("aten::addmm") == part("aten::mm") == part("aten::_int_mm") == "matrix products"
+    assert part("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert part("aten::gelu") == "GELU" and part("aten::native_layer_norm") == "LayerNorm"
+    assert part("aten::index_select") == part("aten::index_copy_") == "gather, scatter, grid fill and copies"
+    assert part("aten::add") == part("aten::_log_softmax") == "other ops"  # a head's loss is not attention
+
+
+def test_needed_cut(bench):
+    # 2.0x with 72% in matrix products: 2.5x needs the pass 20% shorter, 0.20 / 0.28 of the rest
+    assert bench.needed_cut(2.0, 0.72) == "71%"
+    assert bench.needed_cut(2.6, 0.72) == "none (reached)"
+    assert bench.needed_cut(1.0, 0.5).startswith("more than all of it")  # 60% to cut, 50% outside
