@@ -23,6 +23,7 @@ from torch import nn
 from base_bert import BertPreTrainedModel
 from config import BertConfig
 from dropout import Dropout, cheap, dropout as apply_dropout
+from onednn import Linear  # nn.Linear whose products run in oneDNN on the CPU (onednn.py: why)
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # the exact erf form, as in the original BERT
@@ -147,7 +148,7 @@ class BertSelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.num_heads, self.head_dim = heads, hidden // heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.qkv = Linear(hidden, 3 * hidden)
         self.dropout_p = dropout
         self.fast_dropout = True  # dropout.py's masks on CPU (dropout.use_fast switches it)
 
@@ -185,10 +186,10 @@ class BertLayer(nn.Module):
         super().__init__()
         self.attention = BertSelfAttention(config.hidden_size, config.num_attention_heads,
                                            config.attention_probs_dropout_prob)
-        self.attention_out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_out = Linear(config.hidden_size, config.hidden_size)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.intermediate = Linear(config.hidden_size, config.intermediate_size)
+        self.output = Linear(config.intermediate_size, config.hidden_size)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.act = ACTIVATIONS[config.hidden_act]
@@ -206,7 +207,7 @@ class BertLayer(nn.Module):
 class BertPooler(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(first_token))

@@ -31,6 +31,7 @@ from config import BertConfig, ConfigError
 from datasets import DataError, load
 from evaluation import NUM_SENTIMENTS, predict
 from dropout import use_fast as use_fast_dropout
+from onednn import use as use_onednn
 from heads import cosine_similarity_score, mlp, pair_features, pool
 from losses import mnrl_loss, ordinal_log_loss, symmetric_kl
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
@@ -63,6 +64,7 @@ class MultitaskBERT(nn.Module):
         self.pal = PAL(TASKS, H, cfg.num_hidden_layers, args.pal_dim, args.pal_heads,
                        cfg.attention_probs_dropout_prob) if args.pal else None
         use_fast_dropout(self, args.fast_dropout)
+        use_onednn(self, args.onednn)
         bert.attention_groups = args.attention_groups
 
     # -- encoding --------------------------------------------------------------------------

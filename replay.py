@@ -15,10 +15,12 @@ from checkpoint import read_json
 # Where a run writes and how it was started, not what it trains: never replayed from a file.
 NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_only", "scores_out",
                 "raw_weights", "int8")
-# And the run's bookkeeping on its machine (prediction files or not, CPU threads, where the MLM
-# encoders are cached, how often it logs and saves, what it reports to): none changes a weight.
+# And the run's bookkeeping on its machine (prediction files or not, CPU threads, which library
+# multiplies the linear layers, where the MLM encoders are cached, how often it logs and saves,
+# what it reports to): none changes what is trained (threads and --onednn round sums otherwise).
 # One list for every tool that asks what a run trained: compare.py's groups, export.py's card.
-BOOKKEEPING = (*NOT_REPLAYED, "no_predictions", "threads", "mlm_cache", "log_every", "save_every", "report_to")
+BOOKKEEPING = (*NOT_REPLAYED, "no_predictions", "threads", "onednn", "mlm_cache", "log_every", "save_every",
+               "report_to")
 
 # Flags whose default is not what runs from before the flag did, with what those runs did. A run
 # writes every setting into its configuration, so a saved one that lacks such a key was written

@@ -169,7 +169,8 @@ def run(model, batches, train, warmup):
 # Where an inference pass spends its time, by torch op (self time on the calling thread): the
 # matrix products of the linear layers and heads, and the rest, which the unpadded layout and
 # attention groups shrink but cannot remove. Names are those of torch's CPU kernels.
-PARTS = {"matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_int_mm"),
+PARTS = {"matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_int_mm",
+                             "mkldnn::_linear_pointwise"),
          "attention": ("scaled_dot_product",),
          "GELU": ("aten::gelu",),
          "LayerNorm": ("layer_norm",),

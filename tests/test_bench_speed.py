@@ -127,6 +127,7 @@ def test_both_sides_use_the_same_dropout(bench, minilm_folder, p):
 def test_profiled_ops_fall_in_their_parts(bench):
     part = bench.part_of
     assert part("aten::addmm") == part("aten::mm") == part("aten::_int_mm") == "matrix products"
+    assert part("mkldnn::_linear_pointwise") == "matrix products"  # onednn.py's products
     assert part("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
     assert part("aten::gelu") == "GELU" and part("aten::native_layer_norm") == "LayerNorm"
     assert part("aten::index_select") == part("aten::index_copy_") == "gather, scatter, grid fill and copies"
