@@ -75,3 +75,12 @@ def use(model: nn.Module, on: bool) -> None:
     for m in model.modules():
         if isinstance(m, Linear):
             m.onednn = on
+
+
+def convert(model: nn.Module) -> int:
+    """Make every plain `nn.Linear` of `model` a `Linear` in place (same parameters): for putting
+    another encoder (benchmarks/bench_speed.py: transformers') on the same products. Returns how many."""
+    plain = [m for m in model.modules() if type(m) is nn.Linear]
+    for m in plain:
+        m.__class__ = Linear
+    return len(plain)

@@ -13,9 +13,11 @@ Measures, on real data (SST sentences and Quora pairs, the bundled MiniLM):
     non-pad tokens/s, for (a) mtbert and (b) transformers.BertModel with eager and sdpa attention,
     on the *same* random (unbucketed) batches encoded as the configuration reads them, with the
     same heads, pooling, losses, frozen parameters and optimizer: only the encoder differs;
+  - transformers sdpa again with its linear layers on mtbert's oneDNN products (onednn.py), so
+    that the lead is split into the library that multiplies and the rest of the code;
   - inference with --int8's layers (quantize.py) in mtbert and in transformers sdpa alike;
   - useful GFLOP/s (encoder FLOPs on non-pad tokens only) as a fraction of this machine's
-    measured fp32 matmul peak;
+    measured fp32 matmul peak (the faster of torch.matmul and oneDNN);
   - where mtbert's inference time goes (torch.profiler: matrix products, attention, GELU, ...),
     the ratio to transformers sdpa were everything but the matrix products free, and how much of
     the rest a ratio of 2.5x would have to remove;
@@ -49,6 +51,7 @@ from datasets import DataError, load  # noqa: E402
 from heads import pool  # noqa: E402
 from optimizer import AdamW  # noqa: E402
 from quantize import quantize_encoder  # noqa: E402
+import onednn  # noqa: E402
 from tokenizer import BertTokenizer  # noqa: E402
 from trainer import RunError, build_optimizer  # noqa: E402
 
@@ -58,14 +61,19 @@ SHORT_MODEL = {"batch_size": 8, "max_train_examples": 256}
 IMPLS = ("eager", "sdpa")
 
 
-def matmul_peak(n=1024, reps=30) -> float:
+def matmul_peak(n=1024, reps=30) -> tuple[float, float]:
+    """fp32 GFLOP/s of an n x n product in torch's matmul (MKL) and in oneDNN (onednn.py): the
+    larger is this machine's fp32 peak (MKL runs its AVX2 code on CPUs not made by Intel)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+    out = []
+    for mm in (torch.matmul, lambda x, y: onednn.linear(x, y.t())):
+        for _ in range(3):
+            mm(a, b)
+        t = time.perf_counter()
+        for _ in range(reps):
+            mm(a, b)
+        out.append(2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+    return out[0], out[1]
 
 
 def forward_flops(cfg, lengths: np.ndarray) -> float:
@@ -292,14 +300,21 @@ def main(argv=None) -> int:
     batches = make_batches(data, args.steps + args.warmup, bs)
     stats = [batch_stats(b) for _, b in batches]
     pad_frac = 1 - sum(int(s[1].sum()) for s in stats) / sum(s[2] for s in stats)
-    peak = matmul_peak(args.peak_size, 3 if args.short else 30)
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; padding in these batches: {pad_frac:.0%}")
+    mkl, dnn = matmul_peak(args.peak_size, 3 if args.short else 30)
+    peak = max(mkl, dnn)
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s (torch.matmul {mkl:.1f}, oneDNN {dnn:.1f}); "
+          f"padding in these batches: {pad_frac:.0%}")
 
     rows = []
     models = [("mtbert", ours)] + [(f"transformers {impl}", HFMultitask(ours, impl)) for impl in IMPLS]
+    # transformers sdpa with its linear layers on mtbert's oneDNN products (onednn.convert): what
+    # is left of the lead is the unpadded layout, attention groups and dropout.py
+    same = copy.deepcopy(models[-1][1])
+    onednn.convert(same.bert)
+    models.append(("transformers sdpa, oneDNN linears", same))
     # --int8 inference (quantize.py): the same Int8Linear layers put into both encoders
     int8 = []
-    for name, model in models[::2]:  # mtbert and transformers sdpa
+    for name, model in models[:3:2]:  # mtbert and transformers sdpa
         int8.append((f"{name} int8", copy.deepcopy(model)))
         quantize_encoder(int8[-1][1])
     results = {}
@@ -317,7 +332,9 @@ def main(argv=None) -> int:
     pairs = "cross-encoded Quora pairs" if margs.para_head == "cross" else "Quora pairs (two sequences each)"
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak "
-             f"{peak:.0f} GFLOP/s. Batches: {args.steps} random batches of {bs} (SST sentences and "
+             f"{peak:.0f} GFLOP/s (a {args.peak_size}² product: torch.matmul {mkl:.0f}, oneDNN {dnn:.0f}; "
+             f"mtbert's linear layers multiply in oneDNN, transformers' in torch.matmul's library "
+             f"unless a row says otherwise). Batches: {args.steps} random batches of {bs} (SST sentences and "
              f"{pairs} alternating), {pad_frac:.0%} padding. Model flags: "
              f"{' '.join(model_flags) or 'the main job defaults'}"
              + (" (--short: a check that it runs, not a measurement)." if args.short else ".")
@@ -331,6 +348,9 @@ def main(argv=None) -> int:
         lines.append(f"| mtbert / transformers {impl} | "
                      f"{results['mtbert', 'train'] / results[f'transformers {impl}', 'train']:.2f}x | "
                      f"{results['mtbert', 'inference'] / results[f'transformers {impl}', 'inference']:.2f}x |")
+    lines.append(f"| mtbert / transformers sdpa, oneDNN linears | "
+                 + " | ".join(f"{results['mtbert', m] / results['transformers sdpa, oneDNN linears', m]:.2f}x"
+                              for m in ("train", "inference")) + " |")
     for theirs in ("transformers sdpa", "transformers sdpa int8"):
         lines.append(f"| mtbert int8 / {theirs} | – | "
                      f"{results['mtbert int8', 'inference'] / results[theirs, 'inference']:.2f}x |")

@@ -50,10 +50,10 @@ def test_short_mode_writes_every_row(bench, minilm_folder, tmp_path):
     text = out.read_text()
     assert "cross-encoded Quora pairs" in text  # the main job's default PARA head
     for mode in ("train", "inference"):
-        for impl in ("mtbert", "transformers eager", "transformers sdpa"):
+        for impl in ("mtbert", "transformers eager", "transformers sdpa", "transformers sdpa, oneDNN linears"):
             ex_s, tok_s, gflops, of_peak = cell_values(text, f"{mode} | {impl}")
             assert ex_s > 0 and tok_s > ex_s and gflops > 0 and of_peak >= 0
-    for impl in ("eager", "sdpa"):
+    for impl in ("eager", "sdpa", "sdpa, oneDNN linears"):
         assert all(r > 0 for r in cell_values(text, f"mtbert / transformers {impl}"))
     # int8 inference, the same layers in both encoders; int8 is never trained
     for impl in ("mtbert int8", "transformers sdpa int8"):
