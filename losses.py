@@ -72,3 +72,14 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     distributions of two forward passes that differ only in their dropout masks, batch mean."""
     la, lb = logits_a.float().log_softmax(-1), logits_b.float().log_softmax(-1)
     return 0.5 * ((la.exp() * (la - lb)).sum(-1) + (lb.exp() * (lb - la)).sum(-1)).mean()
+
+
+def rdrop_term(task: str, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+    """R-Drop's consistency of one task's outputs in two passes: the symmetric KL of the class
+    distributions (SST-5's five; PARA's two, duplicate or not, from its one logit), and for STS,
+    a regression, the mean squared difference of the two scores."""
+    if task == "sts":
+        return (out_a.float() - out_b.float()).pow(2).mean()
+    if task == "para":
+        out_a, out_b = (torch.stack([torch.zeros_like(z), z], -1) for z in (out_a, out_b))
+    return symmetric_kl(out_a, out_b)

@@ -33,7 +33,7 @@ from evaluation import NUM_SENTIMENTS, predict
 from dropout import use_fast as use_fast_dropout
 from onednn import use as use_onednn
 from heads import cosine_similarity_score, mlp, pair_features, pool
-from losses import mnrl_loss, ordinal_log_loss, symmetric_kl
+from losses import mnrl_loss, ordinal_log_loss, rdrop_term
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
 from pal import PAL
 from precision import FP32, PrecisionError, choose
@@ -181,11 +181,11 @@ def training_loss(model: MultitaskBERT, task: str, batch: dict, args) -> torch.T
     captured = Capture() if (args.fgsm or args.smart) else None
     clean, out = task_loss(model, task, batch, captured)
     loss = clean
-    if args.rdrop and task == "sst":
-        # R-Drop on SST-5 only: a second pass draws other dropout masks; both passes' losses count,
-        # and their class distributions are pulled together. (On every task a step would cost 2x.)
+    if args.rdrop and task in args.rdrop_tasks:
+        # R-Drop (SST-5 by default; each task's step costs 2x): a second pass draws other dropout
+        # masks; both passes' losses count, and their outputs are pulled together.
         again, out2 = task_loss(model, task, batch)
-        loss = 0.5 * (clean + again) + args.rdrop * symmetric_kl(out["out"], out2["out"])
+        loss = 0.5 * (clean + again) + args.rdrop * rdrop_term(task, out["out"], out2["out"])
     if args.mnrl:
         extra = mnrl_loss(task, out, batch["labels"])
         if extra is not None:

@@ -193,7 +193,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="weight of the ordinal log loss added to SST-5's cross-entropy (0 = off)")
     # 3, not 0: dev overall +0.0044 [0.0002, 0.0086] over six seeds each (results/quality.md)
     g.add_argument("--rdrop", type=float, default=3.0,
-                   help="R-Drop on SST-5: weight of the KL between two dropout passes (0 = off)")
+                   help="R-Drop: weight of the consistency of two dropout passes (0 = off), on the "
+                        "tasks of --rdrop_tasks")
+    g.add_argument("--rdrop_tasks", nargs="+", choices=["sst", "para", "sts"], default=["sst"],
+                   help="tasks whose steps run R-Drop's two passes (each such step costs about 2x): "
+                        "SST-5 by default")
     g.add_argument("--ema", type=float, default=0.0,
                    help="evaluate, keep and predict with an exponential moving average of the weights "
                         "of this decay (e.g. 0.998, about the last 500 steps; 0 = off; ema.py)")

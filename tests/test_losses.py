@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs, ordinal_log_loss, symmetric_kl
+from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs, ordinal_log_loss, rdrop_term, symmetric_kl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,3 +167,16 @@ def test_symmetric_kl_hand_computed_and_zero_for_equal_passes():
     kl = lambda x, y: sum(xi * math.log(xi / yi) for xi, yi in zip(x, y))
     assert symmetric_kl(a, b).item() == pytest.approx(0.5 * (kl(pa, pb) + kl(pb, pa)), rel=1e-5)
     assert symmetric_kl(a, a).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_rdrop_term_of_each_task():
+    a, b = torch.tensor([[1.0, 0.0, -1.0, 0.2, 0.1]]), torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.3]])
+    assert rdrop_term("sst", a, b).item() == symmetric_kl(a, b).item()
+    # PARA: one logit z is the two-class distribution (1 - sigmoid(z), sigmoid(z))
+    za, zb = torch.tensor([1.5, -0.3]), torch.tensor([0.5, 0.2])
+    pa, pb = torch.sigmoid(za), torch.sigmoid(zb)
+    kl = lambda p, q: p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+    assert rdrop_term("para", za, zb).item() == pytest.approx((0.5 * (kl(pa, pb) + kl(pb, pa))).mean().item(), rel=1e-5)
+    assert rdrop_term("para", za, za).item() == pytest.approx(0.0, abs=1e-7)
+    # STS: a regression, the mean squared difference of the scores
+    assert rdrop_term("sts", torch.tensor([1.0, 4.0]), torch.tensor([2.0, 2.0])).item() == pytest.approx(2.5)

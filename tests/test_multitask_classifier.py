@@ -298,7 +298,7 @@ def test_sst_ordinal_adds_the_weighted_ordinal_log_loss_to_sst_only(tiny_mtbert,
     assert mc.task_loss(model, "para", para)[0].item() == pytest.approx(mc.task_loss(plain, "para", para)[0].item())
 
 
-def test_rdrop_averages_two_dropout_passes_and_adds_their_kl_on_sst_only(tiny_mtbert, tiny_batch):
+def test_rdrop_averages_two_dropout_passes_and_adds_their_consistency_on_its_tasks(tiny_mtbert, tiny_batch):
     model, args = tiny_mtbert("--rdrop", "2", "--hidden_dropout_prob", "0.3")
     batch = tiny_batch("sst", B=6)
     # without dropout both passes agree: the loss is the plain cross-entropy
@@ -309,7 +309,7 @@ def test_rdrop_averages_two_dropout_passes_and_adds_their_kl_on_sst_only(tiny_mt
     loss = mc.training_loss(model, "sst", batch, args)
     torch.manual_seed(5)  # the same two passes, by hand
     (l1, o1), (l2, o2) = mc.task_loss(model, "sst", batch), mc.task_loss(model, "sst", batch)
-    from losses import symmetric_kl
+    from losses import rdrop_term, symmetric_kl
     kl = symmetric_kl(o1["out"], o2["out"])
     assert kl.item() > 0
     assert loss.item() == pytest.approx((0.5 * (l1 + l2) + 2 * kl).item(), rel=1e-5)
@@ -318,6 +318,20 @@ def test_rdrop_averages_two_dropout_passes_and_adds_their_kl_on_sst_only(tiny_mt
     got = mc.training_loss(model, "para", para, args)
     torch.manual_seed(6)
     assert got.item() == pytest.approx(mc.task_loss(model, "para", para)[0].item(), rel=1e-6)
+    # --rdrop_tasks para sts: their steps run the two passes too, each with its own consistency
+    model, args = tiny_mtbert("--rdrop", "2", "--hidden_dropout_prob", "0.3", "--rdrop_tasks", "para", "sts", train=True)
+    for task, b in (("para", para), ("sts", tiny_batch("sts"))):
+        torch.manual_seed(7)
+        loss = mc.training_loss(model, task, b, args)
+        torch.manual_seed(7)
+        (l1, o1), (l2, o2) = mc.task_loss(model, task, b), mc.task_loss(model, task, b)
+        term = rdrop_term(task, o1["out"], o2["out"])
+        assert term.item() > 0
+        assert loss.item() == pytest.approx((0.5 * (l1 + l2) + 2 * term).item(), rel=1e-5)
+    torch.manual_seed(8)
+    got = mc.training_loss(model, "sst", batch, args)  # not in --rdrop_tasks: one pass
+    torch.manual_seed(8)
+    assert got.item() == pytest.approx(mc.task_loss(model, "sst", batch)[0].item(), rel=1e-6)
 
 
 def test_msd_averages_the_losses_of_several_head_dropout_draws_on_one_encoding(tiny_mtbert, tiny_batch):
