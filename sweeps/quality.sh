@@ -93,8 +93,8 @@ now swa-0.5           --swa 0.5              # the mean of the weights over the 
 now pal               --pal                  # the seed paper's PALs: per task, a small attention beside every layer
 
 # Rows on the default now measured on a later machine, against the default's runs there (seeds
-# 11711, 1, 2 and 3): results/quality-later.md. (The earlier machine's runs behind quality-now.md
-# are gone; a machine without them rebuilds that table without their rows.)
+# 11711, 1, 2, 3, 4 and 5): results/quality-later.md. (The earlier machine's runs behind
+# quality-now.md are gone; collect.py keeps that table rather than rebuild it without them.)
 LATER=()  # NAME=NOW_REF pairs
 later() {  # later NAME FLAGS...: `today` with NOW_FLAGS, in quality-later.md against NOW_REF
     local name=$1; shift
@@ -104,6 +104,7 @@ later() {  # later NAME FLAGS...: `today` with NOW_FLAGS, in quality-later.md ag
 }
 later cross-sts       --sts_head cross       # STS cross-encoded like PARA ([CLS] s1 [SEP] s2 [SEP]), not the cosine
 later proportional-now --sampling proportional  # +0.0015 [-0.0020, 0.0052] on the rdrop-3 default: on today's
+later rdrop-all       --rdrop_tasks sst para sts  # R-Drop on every task: onednn.py's faster steps, spent
 
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
 # (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
