@@ -10,16 +10,20 @@ with it as well: grad_x = grad_y W and grad_W = grad_y^T x (it takes transposed 
 
 `Linear` is an `nn.Linear` (same parameters, same state-dict keys) that takes this path for fp32
 tensors on the CPU while its `onednn` is True (`use(model, False)`: the main job's --no-onednn),
-and `F.linear` otherwise: on a GPU, under autocast, under torch.compile, or where torch was built
-without oneDNN. The function is the same; only the rounding of the sums differs (~1e-6 relative).
+and `F.linear` otherwise: on a GPU, under autocast, under torch.compile, off x86, or where torch
+was built without oneDNN. The function is the same; only the rounding of the sums differs (~1e-6 relative).
 """
 from __future__ import annotations
+
+import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# x86 only: the measured gain is AVX-512 against MKL's AVX2 code; ARM builds are untested here.
+AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def _mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
