@@ -90,3 +90,18 @@ def test_the_main_job_multiplies_in_onednn_unless_told_not_to(tiny_mtbert, tiny_
         losses[args.onednn] = (loss.item(), model.bert.layers[0].intermediate.weight.grad.clone())
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)  # the same function
     torch.testing.assert_close(losses[True][1], losses[False][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", [None, "7"])
+def test_the_primitive_cache_is_capped_unless_the_user_set_it(preset):
+    # oneDNN reads the variable at its first primitive: importing the module must set it (the
+    # 1,024 default cached a primitive per row count and took ~2 GiB more in the main job)
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, onednn; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
+                         env=env, capture_output=True, text=True, check=True, cwd=os.path.dirname(onednn.__file__))
+    assert out.stdout.strip() == (preset or str(onednn.CACHE_CAPACITY)) and onednn.CACHE_CAPACITY == 128
