@@ -29,9 +29,9 @@ AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backend
 
 # oneDNN compiles a primitive for every product shape it meets and keeps up to 1,024 of them. The
 # unpadded batches give nearly every step new row counts, so the cache filled with primitives of
-# several MB each: the main job's peak memory rose from 3.9 to 5.7 GiB. Measured over 400 steps of
-# the main job (README, Speed): capacity 1,024: 4.6 GiB peak, 100.6 examples/s; 128: 3.5 GiB, 105.7;
-# 32: 3.4 GiB, 109.0; 8: 3.0 GiB, 91.5; 0: 40.0 (every product compiled anew). 128 holds every
+# several MB each: the main job's peak memory rose from 3.8-4.0 to 5.5-5.7 GiB. Over 400 steps
+# of the main job (README, Speed): capacity 1,024: 4.38 GiB peak, 100.6 examples/s; 128: 3.38 GiB,
+# 105.7; 32: 3.21 GiB, 109.0; 8: 2.88 GiB, 91.5; 0: 40.0 (every product compiled anew). 128 holds every
 # shape of a step, global updates of three tasks included, with room to spare. oneDNN reads the
 # variable when it makes its first primitive, so this must run before any oneDNN product (it does:
 # bert.py imports this module); a value the user set is left alone.
