@@ -31,8 +31,9 @@ AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backend
 # unpadded batches give nearly every step new row counts, so the cache filled with primitives of
 # several MB each: the main job's peak memory rose from 3.8-4.0 to 5.5-5.7 GiB. Over 400 steps
 # of the main job (README, Speed): capacity 1,024: 4.38 GiB peak, 100.6 examples/s; 128: 3.38 GiB,
-# 105.7; 32: 3.21 GiB, 109.0; 8: 2.88 GiB, 91.5; 0: 40.0 (every product compiled anew). 128 holds every
-# shape of a step, global updates of three tasks included, with room to spare. oneDNN reads the
+# 105.7; 32: 3.21 GiB, 109.0; 8: 2.88 GiB, 91.5; 0: 40.0 (every product compiled anew). A step
+# needs 12 shapes per row count (4 layer shapes, 3 products each, shared by the layers), and global
+# updates of three tasks a few row counts: 128 holds them with room, by count. oneDNN reads the
 # variable when it makes its first primitive, so this must run before any oneDNN product (it does:
 # bert.py imports this module); a value the user set is left alone.
 CACHE_CAPACITY = 128

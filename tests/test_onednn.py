@@ -2,6 +2,10 @@
 step aside (to F.linear) wherever oneDNN is not the right tool."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,9 +100,6 @@ def test_the_main_job_multiplies_in_onednn_unless_told_not_to(tiny_mtbert, tiny_
 def test_the_primitive_cache_is_capped_unless_the_user_set_it(preset):
     # oneDNN reads the variable at its first primitive: importing the module must set it (the
     # 1,024 default cached a primitive per row count and took ~2 GiB more in the main job)
-    import os
-    import subprocess
-    import sys
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if preset:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
