@@ -27,15 +27,13 @@ AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backend
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-# oneDNN compiles a primitive for every product shape it meets and keeps up to 1,024 of them. The
-# unpadded batches give nearly every step new row counts, so the cache filled with primitives of
-# several MB each: the main job's peak memory rose from 3.8-4.0 to 5.5-5.7 GiB. Over 400 steps
-# of the main job (README, Speed): capacity 1,024: 4.38 GiB peak, 100.6 examples/s; 128: 3.38 GiB,
-# 105.7; 32: 3.21 GiB, 109.0; 8: 2.88 GiB, 91.5; 0: 40.0 (every product compiled anew). A step
-# needs 12 shapes per row count (4 layer shapes, 3 products each, shared by the layers), and global
-# updates of three tasks a few row counts: 128 holds them with room, by count. oneDNN reads the
-# variable when it makes its first primitive, so this must run before any oneDNN product (it does:
-# bert.py imports this module); a value the user set is left alone.
+# oneDNN compiles a primitive for every product shape it meets and keeps up to 1,024 of them, each
+# of several MB. The unpadded batches give nearly every step new row counts, so that cache alone
+# took the main job from 3.8-4.0 to 5.5-5.7 GiB. A step needs 12 shapes per row count (4 layer
+# shapes, 3 products each, shared by the layers); below that, building primitives dominates the
+# step. 128 holds a step's shapes with room and was faster than 1,024 (the measured capacities:
+# README, Speed, "Memory"). oneDNN reads the variable at its first primitive, so this must run
+# before any oneDNN product (bert.py imports this module); a value the user set is left alone.
 CACHE_CAPACITY = 128
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(CACHE_CAPACITY))
 
