@@ -58,6 +58,12 @@ def conflict(args: argparse.Namespace) -> str | None:
         return "--ema and --swa are two weight averages: choose one"
     if not 0.0 <= args.swa <= 1.0:
         return f"--swa {args.swa}: the fraction of the run to average lies in [0, 1]"
+    if args.branches < 1:
+        return f"--branches {args.branches}: the number of branches is at least 1 (1 = no fork)"
+    if args.branches > 1 and not 0.0 < args.branch_at < 1.0:
+        return f"--branch_at {args.branch_at}: the fork lies strictly inside the run, in (0, 1)"
+    if args.branches > 1 and (args.ema or args.swa):
+        return "--branches averages the branches' final weights: not with --ema or --swa"
     if args.para_cosine and args.para_head != "cross":
         return "--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)"
     return None
@@ -204,6 +210,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--swa", type=float, default=0.0, metavar="F",
                    help="stochastic weight averaging: evaluate, keep and predict with the mean of the weights "
                         "over the last fraction F of the steps (e.g. 0.5; 0 = off; ema.py)")
+    g.add_argument("--branches", type=int, default=1, metavar="K",
+                   help="fork into K branches at --branch_at of the run, each finishing the schedule on its "
+                        "own batch order and dropout; keep the mean of their weights (branches.py)")
+    g.add_argument("--branch_at", type=float, default=0.6, metavar="F",
+                   help="with --branches: the fraction of the run's steps trained once, before the fork")
     g.add_argument("--wise_alphas", type=float, nargs="*", default=[],
                    help="WiSE-FT: after training, also try encoder weights pretrained + α·(fine-tuned "
                         "− pretrained) for these α and keep the best on dev (e.g. 0.5 0.7 0.85; "

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import distributed
 from batching import TASKS, TaskStream
+from branches import Branches
 from checkpoint import read_tensors, recover_folder
 from ema import FILE as EMA_FILE, WeightAverage
 from evaluation import (
@@ -196,12 +197,22 @@ class Trainer:
         # --ema or --swa (ema.py): SWA's mean takes the last args.swa of the steps
         self.ema = (WeightAverage(model, args.ema) if args.ema else
                     WeightAverage(model, start=round((1 - args.swa) * self.plan.total)) if args.swa else None)
+        # --branches (branches.py): the schedule's last 1 - branch_at is trained once per branch
+        self.branches = None
+        if args.branches > 1:
+            if self.plan.total < 2 or self.world > 1:
+                raise RunError("--branches needs a run of at least 2 steps, in one process (data parallelism "
+                               "would have to fork every rank alike)")
+            fork = min(max(1, round(args.branch_at * self.plan.total)), self.plan.total - 1)
+            self.branches = Branches(args.branches, fork, args.seed)
         self._epoch, self._tasks = None, []
         mix = ("global updates: a batch of every task" if args.update == "global"  # no task drawn
                else f"local updates, {args.sampling} sampling")
         print(f"training {', '.join(f'{t}: {sizes[t]}' for t in self.tasks)} examples; "
               f"{self.plan.total} steps ({args.epochs:g} epochs of {self.plan.steps_per_epoch}; {mix}), "
               f"dev evaluation every {self.plan.eval_every} steps; "
+              + (f"{self.branches.count} branches from step {self.branches.fork_step} "
+                 f"({self.branches.steps(self.plan.total)} steps in all), their mean kept; " if self.branches else "") +
               f"{sum(p.numel() for p in model.parameters()):,} parameters")
 
     # -- start: a fresh run folder, or the saved state of an interrupted run ----------------------
@@ -231,15 +242,21 @@ class Trainer:
         """Train to the end (or an early stop), then predict with the best weights. `t_start`:
         when the command started, for the wall time in summary.json."""
         self.start()
-        bar = tqdm(total=self.plan.total, initial=self.prog["step"], desc="training",
+        total = self.branches.steps(self.plan.total) if self.branches else self.plan.total
+        bar = tqdm(total=total, initial=self.prog["step"], desc="training",
                    disable=not self.main_rank)
         try:
             with StopRequest() as stop:
                 while self.prog["step"] < self.plan.total:
+                    # (here, not after the step: a run resumed from the fork's own step forks too)
+                    if self.branches and self.prog["step"] == self.branches.fork_step and not self.branches.forked:
+                        self.branches.fork(self.model, self.optimizer, self.streams, self.prog, self.scaler)
                     losses = self.step()
                     bar.update(1)
                     bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
-                    if self.plan.evaluates_at(self.prog["step"]):
+                    if self.branches and self.prog["step"] == self.plan.total:
+                        self.end_branch()  # the next branch starts, or the mean is in the model
+                    if self.evaluates_now():
                         bar.clear()
                         self.evaluate()
                         self.checkpoint()
@@ -250,14 +267,29 @@ class Trainer:
                     elif self.args.save_every and self.prog["step"] % self.args.save_every == 0:
                         self.checkpoint()
                     if stop.signal:
-                        self.checkpoint()
-                        raise RunError(f"stopped by {stop.signal} after step {self.prog['step']}; state "
-                                       f"saved. Continue with: python multitask_classifier.py --resume "
+                        saved = self.checkpoint()
+                        raise RunError(f"stopped by {stop.signal} after step {self.prog['step']}; "
+                                       + ("state saved" if saved else "the state saved before the branches' fork "
+                                          "is kept (a resumed run trains the branches again)")
+                                       + f". Continue with: python multitask_classifier.py --resume "
                                        f"{self.run_dir}", code=130)
         finally:  # end the progress line, so that an error message gets a line of its own
             bar.close()
             self.tracker.close()
         return self.finish(t_start)
+
+    def evaluates_now(self) -> bool:
+        """On the schedule; within --branches only at the end, where the mean is in the model."""
+        step = self.prog["step"]
+        if self.branches and self.branches.forked and step != self.plan.total:
+            return False
+        return self.plan.evaluates_at(step)
+
+    def end_branch(self):
+        """--branches: evaluate the branch that just ended (a record of its own, never the best),
+        then fork the next one from the trunk or, after the last, merge them all."""
+        self.evaluate(branch=self.branches.branch)
+        self.branches.end_branch(self.model, self.optimizer, self.streams, self.prog, self.scaler)
 
     # -- one optimizer step -----------------------------------------------------------------------
     def step(self) -> dict:
@@ -316,27 +348,31 @@ class Trainer:
         return {t: scores(self.model, d, self.args.eval_batch_size, self.device, f"dev {t}", self.precision)
                 for t, d in self.dev.items()}
 
-    def evaluate(self):
+    def evaluate(self, branch: int | None = None):
         """Dev metrics now; the best weights (and their per-example dev scores) kept. With --ema or
-        --swa, of the weight average: it is what gets evaluated, kept and used for predictions."""
+        --swa, of the weight average: it is what gets evaluated, kept and used for predictions.
+        `branch`: the end of that --branches branch, recorded but never kept as the best."""
         with self.ema.swapped_in() if self.ema else nullcontext():
-            self._evaluate()
+            self._evaluate(branch)
 
-    def _evaluate(self):
+    def _evaluate(self, branch: int | None = None):
         prog = self.prog
         distributed.assert_in_sync(self.model)
         dev_scores = self.dev_scores()
         metrics = dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev)
         record = {"step": prog["step"], "epoch": round(self.plan.epoch(prog["step"]), 3), **metrics,
-                  "train_s": prog["train_s"], **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
+                  **({} if branch is None else {"branch": branch}), "train_s": prog["train_s"], **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
                                                  for t in self.tasks if prog["loss_n"][t]}}
         prog["history"].append(record)
         prog.update(loss_sum={t: 0.0 for t in self.tasks}, loss_n={t: 0 for t in self.tasks}, train_s=0.0)
-        tqdm.write(f"step {prog['step']} (epoch {record['epoch']:g}): {metrics_line(metrics)} "
+        what = "" if branch is None else f", branch {branch}"
+        if branch is None and self.branches and self.branches.forked:
+            what = f", mean of {self.branches.count} branches"
+        tqdm.write(f"step {prog['step']} (epoch {record['epoch']:g}{what}): {metrics_line(metrics)} "
                    f"({record['train_s']:.0f}s training)")
         if not self.main_rank:
             return
-        if is_improvement(metrics["overall"], prog["best"] and prog["best"]["overall"], self.args.min_delta):
+        if branch is None and is_improvement(metrics["overall"], prog["best"] and prog["best"]["overall"], self.args.min_delta):
             prog["best"] = record
             save_best(self.model, self.args, self.run_dir / "best")
             save_dev_scores(self.run_dir / "dev_scores.npz", dev_scores, self.dev, self.raw_dev())
@@ -346,13 +382,18 @@ class Trainer:
     def raw_dev(self) -> dict:
         return {t: self.raw[t, "dev"] for t in TASKS}
 
-    def checkpoint(self):
+    def checkpoint(self) -> bool:
+        """Save the resumable state; False (nothing saved) within --branches, which resume from
+        the last save before the fork."""
+        if self.branches and self.branches.forked:
+            return False
         self.prog["streams"] = {t: s.state_dict() for t, s in self.streams.items()}
         if self.scaler.is_enabled():
             self.prog["scaler"] = self.scaler.state_dict()  # plain numbers: JSON in trainer.json
         if self.main_rank:
             save_state(self.run_dir / "state", self.model, self.optimizer, self.prog,
                        {EMA_FILE: self.ema.state_dict()} if self.ema else None)
+        return True
 
     # -- the end: best weights, WiSE-FT, predictions, analysis, summary ----------------------------
     def finish(self, t_start: float) -> dict:

@@ -109,7 +109,8 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
                                      ("cross-sts", "pair-orders-predict", ("sts_head", "cross")),
                                      ("proportional-now", "pair-orders-predict", ("sampling", "proportional")),
                                      ("rdrop-all", "pair-orders-predict", ("rdrop_tasks", ["sst", "para", "sts"])),
-                                     ("epochs-3.5", "pair-orders-predict", ("epochs", 3.5))):
+                                     ("epochs-3.5", "pair-orders-predict", ("epochs", 3.5)),
+                                     ("branches-2", "pair-orders-predict", ("branches", 2))):
         row = vars(runs[f"{name}-s1"])
         assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
