@@ -107,6 +107,7 @@ later proportional-now --sampling proportional  # +0.0015 [-0.0020, 0.0052] on t
 later rdrop-all       --rdrop_tasks sst para sts  # R-Drop on every task: onednn.py's faster steps, spent
 later epochs-3.5      --epochs 3.5           # 3,367 steps instead of 2,405: the ~10 min onednn.py freed, spent on steps
 later branches-2      --branches 2           # fork at 60% into 2 branches, keep their mean weights (3,367 steps)
+later branches-2-at-0.4 --branches 2 --branch_at 0.4  # the fork at 40%: branches apart for longer (3,848 steps)
 
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
 # (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same

@@ -114,6 +114,9 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
         row = vars(runs[f"{name}-s1"])
         assert {k for k, v in vars(runs[f"{base}-s1"]).items() if row[k] != v} == {key}
         assert row[key] == value
+    fork = vars(runs["branches-2-at-0.4-s1"])  # the one row with two flags: --branches and its fork point
+    assert {k for k, v in vars(runs["pair-orders-predict-s1"]).items() if fork[k] != v} == {"branches", "branch_at"}
+    assert (fork["branches"], fork["branch_at"]) == (2, 0.4)
     # the MLM row: the default exactly, from the encoder the sweep trains first (the tests' EXTRA
     # points every run at the tiny model after it, so its own flag is read from the command line)
     mlm = vars(runs["mlm-s1"])
