@@ -63,6 +63,9 @@ def load_run(path, args, device):
         model, margs = load_exported(folder)
     else:
         margs = saved_args(folder, "args.json")
+        if args.raw_weights and margs.branches > 1:
+            raise RunError(f"{run}: a --branches run saves no state after its fork, so its weights at the "
+                           "last step are not kept (best/ holds the branches' mean when it scored best)", code=2)
         model = build_model(margs, checkpoint=folder)
         load_weights(model, raw_weights(run) if args.raw_weights else folder)
     margs = at_prediction(margs, args)

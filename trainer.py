@@ -7,6 +7,7 @@ file is the algorithm:
         draw the step's task (samplers.py), take its next batch, loss + extensions, backward, AdamW
         every --eval_every steps (an epoch by default) and at the end: dev metrics; keep the best
             weights and their per-example dev scores; save a resumable state
+    --branches (branches.py): from the fork on, each branch in turn to the end; then their mean
     best weights -> WiSE-FT (optional) -> the six prediction files -> error analysis -> summary
 """
 from __future__ import annotations
@@ -361,8 +362,8 @@ class Trainer:
         dev_scores = self.dev_scores()
         metrics = dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev)
         record = {"step": prog["step"], "epoch": round(self.plan.epoch(prog["step"]), 3), **metrics,
-                  **({} if branch is None else {"branch": branch}), "train_s": prog["train_s"], **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t]
-                                                 for t in self.tasks if prog["loss_n"][t]}}
+                  **({} if branch is None else {"branch": branch}), "train_s": prog["train_s"],
+                  **{f"loss_{t}": prog["loss_sum"][t] / prog["loss_n"][t] for t in self.tasks if prog["loss_n"][t]}}
         prog["history"].append(record)
         prog.update(loss_sum={t: 0.0 for t in self.tasks}, loss_n={t: 0 for t in self.tasks}, train_s=0.0)
         what = "" if branch is None else f", branch {branch}"
@@ -372,7 +373,8 @@ class Trainer:
                    f"({record['train_s']:.0f}s training)")
         if not self.main_rank:
             return
-        if branch is None and is_improvement(metrics["overall"], prog["best"] and prog["best"]["overall"], self.args.min_delta):
+        best = prog["best"] and prog["best"]["overall"]
+        if branch is None and is_improvement(metrics["overall"], best, self.args.min_delta):
             prog["best"] = record
             save_best(self.model, self.args, self.run_dir / "best")
             save_dev_scores(self.run_dir / "dev_scores.npz", dev_scores, self.dev, self.raw_dev())

@@ -93,7 +93,7 @@ def records(argv):
 FLAGS = ("--epochs", "2", "--steps_per_epoch", "4", "--no_predictions")
 
 
-def test_run_with_branches_keeps_the_mean_and_its_branch_0_is_the_run_without(run_argv, monkeypatch):
+def test_run_with_branches_keeps_the_mean_and_its_branch_0_is_the_run_without(run_argv, monkeypatch, capsys):
     plain = run_argv("plain", *FLAGS)
     assert mc.main(plain) == 0
     real, ends = Branches.end_branch, []
@@ -117,6 +117,10 @@ def test_run_with_branches_keeps_the_mean_and_its_branch_0_is_the_run_without(ru
     summary = mc.json.loads((run_dir(forked) / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["best"].get("branch") is None  # a branch is never the best
     assert summary["best"]["overall"] == max(got[0]["overall"], got[3]["overall"])
+    # its state/ is the trunk's: scoring "the last step's weights" from it would be wrong, so it says so
+    capsys.readouterr()
+    assert mc.main(["--eval_only", "--checkpoint", str(run_dir(forked)), "--raw_weights", "--no_predictions"]) == 2
+    assert "saves no state after its fork" in capsys.readouterr().err
     if summary["best"]["step"] == 8:  # the mean is the best: its weights are the ones kept
         best = read_tensors(run_dir(forked) / "best" / "model.safetensors")
         for k, v in best.items():
