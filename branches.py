@@ -27,6 +27,8 @@ import random
 import numpy as np
 import torch
 
+from ema import WeightAverage
+
 SEED_STRIDE = 104_729  # branch b draws from seed + b·stride: far from the small seeds runs use
 
 
@@ -37,8 +39,7 @@ class Branches:
         self.count, self.fork_step, self.seed = count, fork_step, seed
         self.branch = None  # the branch in training: None before the fork
         self.trunk = None   # the training state at the fork
-        self.mean = None    # the running mean of the finished branches' weights
-        self.done = 0
+        self.mean = None    # the finished branches' mean weights: --swa's running mean (ema.py)
 
     @property
     def forked(self) -> bool:
@@ -55,21 +56,16 @@ class Branches:
                       "streams": {t: s.state_dict() for t, s in streams.items()},
                       "step": prog["step"], "scaler_skipped": prog["scaler_skipped"],
                       "scaler": copy.deepcopy(scaler.state_dict())}
+        self.mean = WeightAverage(model)  # a plain mean of the weights it is given, from the first
         self.branch = 0
 
     @torch.no_grad()
     def end_branch(self, model, optimizer, streams: dict, prog: dict, scaler) -> bool:
         """At a branch's end: add its weights to the mean. Then either start the next branch from
         the trunk's state (True) or, after the last, put the mean in the model (False)."""
-        weights = model.state_dict()
-        self.done += 1
-        if self.mean is None:
-            self.mean = {k: v.detach().clone() for k, v in weights.items()}
-        else:  # mean += (w - mean) / n over the floating-point entries; the rest are equal anyway
-            floats = [k for k, v in weights.items() if v.is_floating_point()]
-            torch._foreach_lerp_([self.mean[k] for k in floats], [weights[k] for k in floats], 1.0 / self.done)
-        if self.done == self.count:
-            model.load_state_dict(self.mean)
+        self.mean.update(self.branch + 1)  # (frozen weights are the trunk's in every branch)
+        if self.mean.count == self.count:
+            self.mean.copy_to_model()
             self.trunk = self.mean = None  # free the copies: the run is over
             return False
         self.branch += 1

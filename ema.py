@@ -50,11 +50,16 @@ class WeightAverage:
             return
         params = list(self.params.values())
         raw = [p.detach().clone() for p in params]
-        torch._foreach_copy_(params, list(self.average.values()))
+        self.copy_to_model()
         try:
             yield
         finally:
             torch._foreach_copy_(params, raw)
+
+    @torch.no_grad()
+    def copy_to_model(self):
+        """Put the average in the model's trainable parameters, for good."""
+        torch._foreach_copy_(list(self.params.values()), list(self.average.values()))
 
     def state_dict(self) -> dict:
         return {**self.average, COUNT: torch.tensor(self.count)}
