@@ -11,26 +11,40 @@ import signal
 
 from tqdm import tqdm
 
+from batching import TASKS
+from evaluation import METRIC_NAMES, overall
+
+
+def selection_score(record: dict, tasks=TASKS) -> float:
+    """What ranks evaluations (the best weights, early stopping): the overall score of the tasks
+    the run trains. That is the record's own overall for a multitask run. A run trained on fewer
+    tasks still evaluates every task, but its untrained heads' scores move with the encoder, and
+    would otherwise pick its best evaluation; so they count as absent (0), like tasks not evaluated."""
+    if set(tasks) == set(TASKS):
+        return record["overall"]
+    return overall({METRIC_NAMES[t]: record[METRIC_NAMES[t]] for t in tasks})
+
 
 def is_improvement(overall: float, best: float | None, min_delta: float = 0.0) -> bool:
     """Whether a dev overall beats the best so far by more than min_delta (the first always does)."""
     return best is None or overall > best + min_delta
 
 
-def stale_evaluations(history: list[dict], min_delta: float = 0.0) -> int:
-    """Evaluations since the last improvement. Derived from the history alone, so a resumed run
-    needs no extra state to continue counting."""
+def stale_evaluations(history: list[dict], min_delta: float = 0.0, tasks=TASKS) -> int:
+    """Evaluations since the last improvement of selection_score. Derived from the history
+    alone, so a resumed run needs no extra state to continue counting."""
     best, stale = None, 0
     for record in history:
-        if is_improvement(record["overall"], best, min_delta):
-            best, stale = record["overall"], 0
+        score = selection_score(record, tasks)
+        if is_improvement(score, best, min_delta):
+            best, stale = score, 0
         else:
             stale += 1
     return stale
 
 
-def should_stop_early(history: list[dict], patience: int, min_delta: float = 0.0) -> bool:
-    return patience > 0 and stale_evaluations(history, min_delta) >= patience
+def should_stop_early(history: list[dict], patience: int, min_delta: float = 0.0, tasks=TASKS) -> bool:
+    return patience > 0 and stale_evaluations(history, min_delta, tasks) >= patience
 
 
 class StopRequest:

@@ -44,7 +44,7 @@ from pcgrad import pcgrad_backward
 from precision import FP32
 from run_folder import clear_run, load_state, load_weights, save_best, save_state, summary_table, write_metrics
 from samplers import TaskSampler
-from stopping import StopRequest, is_improvement, should_stop_early
+from stopping import StopRequest, is_improvement, selection_score, should_stop_early
 from tracking import Tracker
 from wise import choose_alpha, snapshot
 
@@ -261,7 +261,7 @@ class Trainer:
                         bar.clear()
                         self.evaluate()
                         self.checkpoint()
-                        if should_stop_early(self.prog["history"], self.args.patience, self.args.min_delta):
+                        if should_stop_early(self.prog["history"], self.args.patience, self.args.min_delta, self.tasks):
                             print(f"early stop: {self.args.patience} evaluations without a better dev "
                                   f"overall; the best is from step {self.prog['best']['step']}")
                             break
@@ -373,8 +373,8 @@ class Trainer:
                    f"({record['train_s']:.0f}s training)")
         if not self.main_rank:
             return
-        best = prog["best"] and prog["best"]["overall"]
-        if branch is None and is_improvement(metrics["overall"], best, self.args.min_delta):
+        best = prog["best"] and selection_score(prog["best"], self.tasks)
+        if branch is None and is_improvement(selection_score(metrics, self.tasks), best, self.args.min_delta):
             prog["best"] = record
             save_best(self.model, self.args, self.run_dir / "best")
             save_dev_scores(self.run_dir / "dev_scores.npz", dev_scores, self.dev, self.raw_dev())

@@ -191,3 +191,26 @@ def test_wise_ft_keeps_the_chosen_alphas_weights_and_their_dev_scores(run_argv, 
     # whichever α won, the saved per-example scores are the ones its reported metrics came from
     assert metrics["overall"] == pytest.approx(summary["best"]["overall"])
     assert max(summary["wise_ft"].values()) == pytest.approx(summary["best"]["overall"])
+
+
+def test_a_run_on_some_tasks_picks_its_best_by_those_tasks_alone(run_argv, tmp_path, monkeypatch):
+    import multitask_classifier as mc
+    import trainer as tr
+    from evaluation import overall
+    # --tasks sst: SST peaks at the 2nd evaluation; the untrained PARA head scores high at the
+    # 1st and 3rd, so the three tasks' overall would pick the 3rd and not stop at the 4th
+    sst, para = iter([0.5, 0.6, 0.55, 0.4, 0.4, 0.4]), iter([0.9, 0.1, 0.9, 0.9, 0.9, 0.9])
+    real = tr.dev_metrics
+
+    def scripted(preds, dev):
+        m = {**real(preds, dev), "sst_acc": next(sst), "para_acc": next(para)}
+        return {**m, "overall": overall(m)}
+    monkeypatch.setattr(tr, "dev_metrics", scripted)
+    argv = run_argv("one", "--tasks", "sst", "--epochs", "6", "--steps_per_epoch", "2", "--patience", "2",
+                    "--no_predictions")
+    assert mc.main(argv) == 0
+    history = _jsonl(tmp_path / "one" / "run" / "metrics.jsonl")
+    assert [h["sst_acc"] for h in history] == [0.5, 0.6, 0.55, 0.4]  # stopped 2 after SST's best
+    assert history[2]["overall"] > history[1]["overall"]
+    summary = json.loads((tmp_path / "one" / "run" / "summary.json").read_text())
+    assert summary["best"]["step"] == 4 and summary["best"]["sst_acc"] == 0.6
