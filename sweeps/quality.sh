@@ -109,6 +109,17 @@ later epochs-3.5      --epochs 3.5           # 3,367 steps instead of 2,405: the
 later branches-2      --branches 2           # fork at 60% into 2 branches, keep their mean weights (3,367 steps)
 later branches-2-at-0.4 --branches 2 --branch_at 0.4  # the fork at 40%: branches apart for longer (3,848 steps)
 
+# Each task trained alone with the default's settings (2.5 passes over its own data, its own
+# steps): does sharing the encoder cost a task anything? results/quality-single-task.md: at each
+# seed the three runs joined into one entry, against the default's multitask models.
+alone() {  # alone TASK: `today` with NOW_FLAGS on TASK's training data only
+    # shellcheck disable=SC2086  # NOW_FLAGS is a list of flags
+    today "$1-alone" $NOW_FLAGS --tasks "$1"
+}
+alone sst
+alone para
+alone sts
+
 # In-domain MLM: the encoder first trained to predict masked words of the three training files
 # (pretrain_mlm.py, ~8 min on 2 cores, once per sweep folder: every seed fine-tunes from the same
 # encoder), then the default fine-tuned from it (--mlm_epochs 1 is the same encoder and fine-tuning,
@@ -223,6 +234,30 @@ paired_table() {  # paired_table FILE NOTE ROW=REF...: the pairs with runs on bo
         --only "${refs[@]}" "${present[@]%%=*}" --versus "${present[@]}" --script sweeps/quality.sh --note "$note"
 }
 paired_table quality-later.md "Every row here ran on one machine, after the rows of quality-now.md." "${LATER[@]}" || true
+# The single-task rows: at each seed where all three ran, the three runs joined into one entry
+# (sweeps/specialists.py: each task's dev scores from the run trained on it alone, wall times
+# summed), against the default's runs at all their seeds (the two train differently: unpaired).
+single_table() {
+    local f seed ref=() joined=()
+    has_runs "$NOW_REF" || return 0
+    for f in "$OUT"/sst-alone-s*/summary.json; do
+        [ -f "$f" ] || continue  # (no match: the pattern itself)
+        seed=${f%/summary.json}; seed=${seed##*-s}
+        [ -f "$OUT/para-alone-s$seed/summary.json" ] && [ -f "$OUT/sts-alone-s$seed/summary.json" ] || continue
+        $PY sweeps/specialists.py "$OUT/specialists-s$seed" sst="$OUT/sst-alone-s$seed" \
+            para="$OUT/para-alone-s$seed" sts="$OUT/sts-alone-s$seed"
+        joined+=("specialists=$OUT/specialists-s$seed")
+    done
+    (( ${#joined[@]} )) || return 0
+    for f in "$OUT/$NOW_REF"-s*/summary.json; do ref+=("multitask=${f%/summary.json}"); done
+    $PY compare.py "${ref[@]}" "${joined[@]}" --out "$OUT/single-task.md" > /dev/null
+    {
+        echo "One multitask model (the default, $NOW_REF) against three single-task models: at each seed, the sst-alone, para-alone and sts-alone runs (the default's command with \`--tasks TASK\`: 2.5 passes over that task's training data alone, so each has its own steps) joined into one entry by sweeps/specialists.py, each task scored by the model trained on it alone. Wall: the three runs' minutes summed. Rebuilt by \`bash sweeps/quality.sh\`."
+        echo
+        cat "$OUT/single-task.md"
+    } > "$RESULTS/quality-single-task.md"
+}
+single_table
 paired_table quality-int8.md "An -int8 row trains nothing: it is each saved model of its reference row scored again with --int8 (--eval_only --scores_out): the same weights, the encoder's linear layers computed in int8, so its wall minutes are the reference's." "${INT8[@]}" || true
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true

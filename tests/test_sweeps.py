@@ -117,6 +117,10 @@ def test_quality_rows_keep_the_default_they_were_measured_against(tmp_path, tiny
     fork = vars(runs["branches-2-at-0.4-s1"])  # the one row with two flags: --branches and its fork point
     assert {k for k, v in vars(runs["pair-orders-predict-s1"]).items() if fork[k] != v} == {"branches", "branch_at"}
     assert (fork["branches"], fork["branch_at"]) == (2, 0.4)
+    for task in ("sst", "para", "sts"):  # each task alone: the default on that task's data only
+        alone = vars(runs[f"{task}-alone-s1"])
+        assert {k for k, v in vars(runs["pair-orders-predict-s1"]).items() if alone[k] != v} == {"tasks"}
+        assert alone["tasks"] == [task]
     # the MLM row: the default exactly, from the encoder the sweep trains first (the tests' EXTRA
     # points every run at the tiny model after it, so its own flag is read from the command line)
     mlm = vars(runs["mlm-s1"])
@@ -172,7 +176,8 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 cross-sts",
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 cross-sts "
+                     "sst-alone para-alone sts-alone",
                 MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
@@ -216,6 +221,13 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     assert row_names(later) == ["| pair-orders-predict", "| cross-sts"]
     assert "--sts_head cross" in table_line(later, "| cross-sts") and "cross-sts: Δ overall" in later
     assert "cross-sts" not in now
+    # each task alone: at each seed the three single-task runs, joined, against the multitask default
+    single = (results / "quality-single-task.md").read_text()
+    assert row_names(single) == ["| multitask", "| specialists"] and "specialists: Δ overall" in single
+    assert "| 2 (1, 2) |" in table_line(single, "| specialists")
+    joined = json.loads((tmp_path / "runs" / "specialists-s1" / "summary.json").read_text())["joined_from"]
+    assert joined == {t: str(tmp_path / "runs" / f"{t}-alone-s1") for t in ("sst", "para", "sts")}
+    assert "sst-alone" not in later and "sst-alone" not in now
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
