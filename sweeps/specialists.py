@@ -7,7 +7,10 @@ A run trained with `--tasks T` still evaluates every task (the others from untra
 This folder takes each task's dev scores from the run that trained on that task alone, so that
 compare.py can set three single-task models against one multitask model on all three tasks and
 on the overall score, example by example. Its summary.json's wall time is the three runs' sum:
-what the specialists cost to train. Its config.json is the SST run's, with all three tasks.
+what the specialists cost to train. Its config.json is the SST run's, with all three tasks and
+one key no run has, `specialists`, so that compare.py never takes it for a multitask run of the
+same settings (it groups runs by configuration), while the joined folders of several seeds still
+group together.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,7 @@ def read_run(task: str, folder: Path) -> tuple[dict, dict, dict]:
         config = json.loads((folder / "config.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
         dev = load_dev_scores(folder / "dev_scores.npz")
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise JoinError(f"{folder}: not a finished run folder ({' '.join(str(e).split())[:200]})") from None
     if config.get("tasks") != [task]:
         raise JoinError(f"{folder}: trained on {config.get('tasks')}, not on {task} alone")
@@ -54,7 +58,7 @@ def join(out: Path, runs: dict) -> dict:
     tmp = out / "dev_scores.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / "dev_scores.npz")
-    config = {**read["sst"][0], "tasks": list(TASKS), "out_dir": str(out)}
+    config = {**read["sst"][0], "tasks": list(TASKS), "out_dir": str(out), "specialists": list(TASKS)}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     walls = [read[t][2].get("wall_s") for t in TASKS]
     summary = {"wall_s": sum(walls) if None not in walls else None,

@@ -42,6 +42,12 @@ def test_each_task_comes_from_its_own_run_and_the_wall_times_add_up(tmp_path):
     ref = make_run(tmp_path / "multitask", ["--seed", "1"], sst_wrong=30, para_wrong=5, sts_noise=0.1)
     rows = compare.compare([ref, out], resamples=5000)
     assert all(rows[1]["delta"][m][0] == pytest.approx(0.0, abs=1e-12) for m in ("sst_acc", "para_acc", "sts_r"))
+    # without NAME=RUN: never grouped with a multitask run of the same settings at another seed,
+    # but a second seed's joined folder groups with the first
+    runs2 = {t: alone(tmp_path / f"{t}2", t, seed=2) for t in ("sst", "para", "sts")}
+    assert specialists.main([str(tmp_path / "joined-s2"), *(f"{t}={p}" for t, p in runs2.items())]) == 0
+    groups = compare.group_runs([compare.load_run(d) for d in (ref, tmp_path / "joined-s2", out)])
+    assert [g["seeds"] for g in groups] == [[1], [2, 1]]
 
 
 def test_runs_that_did_not_train_one_task_alone_or_differ_in_seed_are_refused(tmp_path, capsys):
@@ -57,5 +63,9 @@ def test_runs_that_did_not_train_one_task_alone_or_differ_in_seed_are_refused(tm
     assert specialists.main([out, f"sst={sst}", f"para={para}", f"para={para}"]) == 2
     assert "one run per task" in capsys.readouterr().err
     assert specialists.main([out, f"sst={sst}", f"para={para}", f"sts={tmp_path / 'missing'}"]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err
+    broken = alone(tmp_path / "broken", "sts")
+    (broken / "dev_scores.npz").write_bytes(b"not a zip")
+    assert specialists.main([out, f"sst={sst}", f"para={para}", f"sts={broken}"]) == 2
     assert "not a finished run folder" in capsys.readouterr().err
     assert not (tmp_path / "joined").exists()
