@@ -127,16 +127,19 @@ def save_dev_scores(path, scores: dict, dev: dict, examples: dict):
     probabilities [N, 5], PARA P(paraphrase) [N], STS score [N]), `t_labels`, `t_ids` and the
     sentences `t_sent1`, `t_sent2` ("" for SST), in dev-file order. The sentences make the run
     folder self-contained for error analysis."""
-    arrays = {}
-    for t, s in scores.items():
-        arrays[f"{t}_scores"] = np.asarray(s, dtype=np.float32)
-        arrays[f"{t}_labels"] = dev[t].labels.numpy()
-        arrays[f"{t}_ids"] = np.array(dev[t].ids, dtype=str)
-        arrays[f"{t}_sent1"] = np.array([e.sent1 for e in examples[t]], dtype=str)
-        arrays[f"{t}_sent2"] = np.array([e.sent2 or "" for e in examples[t]], dtype=str)
+    write_dev_scores(path, {t: {"scores": np.asarray(s, dtype=np.float32), "labels": dev[t].labels.numpy(),
+                                "ids": np.array(dev[t].ids, dtype=str),
+                                "sent1": np.array([e.sent1 for e in examples[t]], dtype=str),
+                                "sent2": np.array([e.sent2 or "" for e in examples[t]], dtype=str)}
+                            for t, s in scores.items()})
+
+
+def write_dev_scores(path, loaded: dict):
+    """load_dev_scores's inverse: {task: {"scores", "labels", "ids", "sent1", "sent2"}} written
+    atomically as `dev_scores.npz` (sweeps/specialists.py joins several runs' with it)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **{f"{t}_{k}": v for t, arrays in loaded.items() for k, v in arrays.items()})
     os.replace(tmp, path)
 
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's modules
 from batching import TASKS  # noqa: E402
-from evaluation import load_dev_scores  # noqa: E402
+from evaluation import load_dev_scores, write_dev_scores  # noqa: E402
 
 
 class JoinError(Exception):
@@ -54,10 +51,7 @@ def join(out: Path, runs: dict) -> dict:
     if len(seeds) > 1:  # compare.py pairs runs by seed: the three must share one
         raise JoinError(f"the runs have different seeds ({', '.join(map(str, sorted(seeds)))})")
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{t}_{k}": v for t in TASKS for k, v in read[t][1].items()}
-    tmp = out / "dev_scores.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out / "dev_scores.npz")
+    write_dev_scores(out / "dev_scores.npz", {t: read[t][1] for t in TASKS})
     config = {**read["sst"][0], "tasks": list(TASKS), "out_dir": str(out), "specialists": list(TASKS)}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     walls = [read[t][2].get("wall_s") for t in TASKS]
