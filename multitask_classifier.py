@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import distributed
-from adversarial import Capture, fgsm_loss, smart_regularizer
+from adversarial import Capture, fgsm_loss, generator_state, smart_regularizer
 from base_bert import CheckpointError
 from batching import TASKS, encode_task
 from bert import BertModel
@@ -178,7 +178,9 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
 
 def training_loss(model: MultitaskBERT, task: str, batch: dict, args) -> torch.Tensor:
     """The task loss plus whichever extensions are switched on."""
-    captured = Capture() if (args.fgsm or args.smart) else None
+    adversarial = args.fgsm or (args.smart and task in args.smart_tasks)
+    captured = Capture() if adversarial else None
+    masks = generator_state() if adversarial and model.training else None  # replayed by the perturbed passes
     clean, out = task_loss(model, task, batch, captured)
     loss = clean
     if args.rdrop and task in args.rdrop_tasks:
@@ -191,10 +193,10 @@ def training_loss(model: MultitaskBERT, task: str, batch: dict, args) -> torch.T
         if extra is not None:
             loss = loss + args.mnrl_wt * extra
     if args.fgsm:
-        loss = loss + fgsm_loss(model, task, batch, clean, captured, args.fgsm_eps, task_loss)
-    if args.smart:
+        loss = loss + fgsm_loss(model, task, batch, clean, captured, args.fgsm_eps, task_loss, masks)
+    if args.smart and task in args.smart_tasks:
         loss = loss + args.smart_wt * smart_regularizer(
-            model, task, batch, out["out"], captured.x, args.smart_eps, steps=args.smart_steps)
+            model, task, batch, out["out"], captured.x, args.smart_eps, steps=args.smart_steps, masks=masks)
     return loss
 
 

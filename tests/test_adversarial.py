@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from adversarial import Capture, divergence, fgsm_delta, fgsm_loss, smart_regularizer
+from adversarial import (Capture, divergence, fgsm_delta, fgsm_loss, generator_state, same_masks,
+                         smart_regularizer)
 from multitask_classifier import task_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,3 +148,49 @@ def test_smart_positive_and_within_eps_ball(task, clean_pass):
     reg.backward()
     g = model.bert.layers[0].intermediate.weight.grad
     assert g is not None and g.abs().sum() > 0
+
+
+# -- in training: the perturbed passes replay the clean pass's dropout masks ------------------------
+def test_same_masks_replays_a_pass_then_draws_fresh_ones(tiny_mtbert, tiny_batch):
+    model, _ = tiny_mtbert(train=True)
+    batch = tiny_batch("sst")
+    state = generator_state()
+    first = model("sst", batch)["out"]
+    with same_masks(state):
+        replayed = model("sst", batch)["out"]
+    after = generator_state()
+    fresh = model("sst", batch)["out"]
+    assert torch.equal(replayed, first)
+    assert not torch.allclose(fresh, first)  # dropout is on: other masks, other outputs
+    torch.set_rng_state(after[0])  # the replay left the generator where the first pass had
+    assert torch.equal(model("sst", batch)["out"], fresh)
+    with same_masks(None):  # nothing to replay: fresh masks again
+        assert not torch.allclose(model("sst", batch)["out"], first)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_smart_in_training_measures_the_perturbation_alone(task, tiny_mtbert, tiny_batch):
+    """With the clean pass's masks, δ = 0 gives a divergence of 0 in training too; with fresh masks
+    (no `masks`) the same call measures dropout noise, whatever ε is."""
+    model, _ = tiny_mtbert(train=True)
+    batch = tiny_batch(task, cross=task == "para")  # PARA as the default trains it: one order, cross-encoded
+    masks = generator_state()
+    captured = Capture()
+    out = model(task, batch, captured)["out"]
+    still = smart_regularizer(model, task, batch, out, captured.x, eps=0.0, noise=0.0, masks=masks)
+    assert still.item() == 0.0
+    moved = smart_regularizer(model, task, batch, out, captured.x, eps=1e-1, masks=masks)
+    assert moved.item() > 0
+    noise = smart_regularizer(model, task, batch, out, captured.x, eps=0.0, noise=0.0)
+    assert noise.item() > 1e3 * max(still.item(), 1e-12)
+
+
+def test_fgsm_in_training_replays_the_masks(tiny_mtbert, tiny_batch):
+    """At ε = 0 the adversarial loss is the clean loss itself when the masks are replayed."""
+    model, _ = tiny_mtbert(train=True)
+    batch = tiny_batch("sst")
+    masks = generator_state()
+    captured = Capture()
+    clean, _ = task_loss(model, "sst", batch, captured)
+    assert fgsm_loss(model, "sst", batch, clean, captured, 0.0, task_loss, masks).item() == clean.item()
+    assert fgsm_loss(model, "sst", batch, clean, captured, 0.0, task_loss).item() != clean.item()

@@ -194,6 +194,26 @@ def test_training_loss_with_extensions(tiny_mtbert, tiny_batch, flags, task):
         assert loss.item() > clean.item()  # a positive penalty
 
 
+def test_training_loss_smart_in_training(tiny_mtbert, tiny_batch):
+    """In training (dropout on), --smart at ε = 0 adds almost nothing, its passes replaying the clean
+    pass's masks, and at ε = 0.1 a penalty. --smart_tasks leaves the other tasks' losses plain."""
+    for eps in ("0", "0.1"):
+        for task in TASKS:
+            model, args = tiny_mtbert("--smart", "--smart_eps", eps, "--smart_tasks", "sst", "--rdrop", "0",
+                                      train=True)
+            batch = tiny_batch(task, cross=task == "para")
+            state = torch.get_rng_state()
+            loss = mc.training_loss(model, task, batch, args).item()
+            torch.set_rng_state(state)
+            clean = mc.task_loss(model, task, batch)[0].item()
+            if task != "sst":
+                assert loss == clean
+            elif eps == "0":  # + the divergence at δ = the initial noise alone (σ = 1e-5)
+                assert clean <= loss < clean + 1e-6
+            else:
+                assert loss > clean + 1e-4
+
+
 def test_training_loss_plain_is_task_loss(tiny_mtbert, tiny_batch):
     model, args = tiny_mtbert()
     for task in TASKS:
