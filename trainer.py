@@ -429,19 +429,21 @@ class Trainer:
         return best
 
     def wise_ft(self) -> dict:
-        """WiSE-FT: try encoder weights between the pretrained and fine-tuned ones; keep the best."""
-        scored = {}  # dev overall -> the dev scores behind it: the winner's are saved, not recomputed
+        """WiSE-FT: try encoder weights between the pretrained and fine-tuned ones; keep the best,
+        ranked as evaluations are (selection_score: on a run with fewer tasks, by those tasks)."""
+        scored = []  # (metrics, dev scores) of each α: the winner's scores are saved, not recomputed
 
         def score():
             dev_scores = self.dev_scores()
-            metrics = dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev)
-            scored[metrics["overall"]] = dev_scores
-            return metrics
-        alpha, metrics, overall = choose_alpha(self.model.bert, self.pretrained, self.args.wise_alphas, score)
+            scored.append((dev_metrics({t: decide(t, s) for t, s in dev_scores.items()}, self.dev), dev_scores))
+            return scored[-1][0]
+        alpha, metrics, overall = choose_alpha(self.model.bert, self.pretrained, self.args.wise_alphas, score,
+                                               rank=lambda m: selection_score(m, self.tasks))
         print("WiSE-FT dev overall by alpha: " + ", ".join(f"{a:g}: {o:.4f}" for a, o in overall.items()))
         if alpha != 1.0:  # the mixed weights become the run's best, with their dev scores
             save_best(self.model, self.args, self.run_dir / "best")
-            save_dev_scores(self.run_dir / "dev_scores.npz", scored[metrics["overall"]], self.dev, self.raw_dev())
+            chosen = next(s for m, s in scored if m is metrics)
+            save_dev_scores(self.run_dir / "dev_scores.npz", chosen, self.dev, self.raw_dev())
         return {"alpha": alpha, "metrics": metrics, "overall": overall}
 
     def saved_dev_predictions(self) -> dict:

@@ -24,17 +24,19 @@ def mix(module: nn.Module, pretrained: dict, finetuned: dict, alpha: float):
             v.copy_(torch.lerp(pretrained[k].to(v), finetuned[k].to(v), alpha))
 
 
-def choose_alpha(module: nn.Module, pretrained: dict, alphas, score) -> tuple[float, dict, dict]:
+def choose_alpha(module: nn.Module, pretrained: dict, alphas, score,
+                 rank=lambda metrics: metrics["overall"]) -> tuple[float, dict, dict]:
     """Try each α (1.0 = the fine-tuned weights, scored too); leave `module` at the best one.
-    `score()` evaluates the current weights and returns a metrics dict with "overall".
-    Returns (best α, its metrics, {α: overall})."""
+    `score()` evaluates the current weights and returns a metrics dict; `rank(metrics)` orders
+    them (the dev overall; a run on fewer tasks passes the overall of those tasks).
+    Returns (best α, its metrics, {α: rank})."""
     finetuned = snapshot(module)
     results, best = {}, None
     for alpha in sorted(set(alphas) | {1.0}):
         mix(module, pretrained, finetuned, alpha)
         metrics = score()
-        results[alpha] = metrics["overall"]
-        if best is None or metrics["overall"] > best[1]["overall"]:
+        results[alpha] = rank(metrics)
+        if best is None or results[alpha] > results[best[0]]:
             best = (alpha, metrics)
     mix(module, pretrained, finetuned, best[0])
     return best[0], best[1], results

@@ -214,3 +214,24 @@ def test_a_run_on_some_tasks_picks_its_best_by_those_tasks_alone(run_argv, tmp_p
     assert history[2]["overall"] > history[1]["overall"]
     summary = json.loads((tmp_path / "one" / "run" / "summary.json").read_text())
     assert summary["best"]["step"] == 4 and summary["best"]["sst_acc"] == 0.6
+
+
+def test_wise_ft_on_some_tasks_picks_its_alpha_by_those_tasks_alone(run_argv, tmp_path, monkeypatch):
+    import multitask_classifier as mc
+    import trainer as tr
+    from evaluation import overall
+    # --tasks sst, one evaluation, then WiSE-FT at α = 0, 0.5 and 1 (in that order): SST is best at
+    # α = 0.5, the untrained PARA head at α = 0, which the three tasks' overall would pick
+    sst, para = iter([0.5, 0.4, 0.7, 0.5]), iter([0.5, 0.95, 0.1, 0.5])
+    real = tr.dev_metrics
+
+    def scripted(preds, dev):
+        m = {**real(preds, dev), "sst_acc": next(sst), "para_acc": next(para)}
+        return {**m, "overall": overall(m)}
+    monkeypatch.setattr(tr, "dev_metrics", scripted)
+    argv = run_argv("one", "--tasks", "sst", "--epochs", "1", "--steps_per_epoch", "2", "--no_predictions",
+                    "--wise_alphas", "0", "0.5")
+    assert mc.main(argv) == 0
+    summary = json.loads((tmp_path / "one" / "run" / "summary.json").read_text())
+    assert summary["best"]["wise_alpha"] == 0.5 and summary["best"]["sst_acc"] == 0.7
+    assert max(summary["wise_ft"], key=summary["wise_ft"].get) == "0.5"
