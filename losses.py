@@ -1,5 +1,5 @@
 """Loss terms added to the task losses by flags: MNRL (--mnrl), the ordinal log loss of SST-5
-(--sst_ordinal) and R-Drop's consistency term (--rdrop).
+(--sst_ordinal), R-Drop's consistency term (--rdrop) and CoSENT for STS (--sts_cosent).
 
 Multiple-negatives ranking loss (Henderson et al., 2017; the SBERT MNRL) over sentence embeddings.
 
@@ -83,3 +83,13 @@ def rdrop_term(task: str, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Ten
     if task == "para":
         out_a, out_b = (torch.stack([torch.zeros_like(z), z], -1) for z in (out_a, out_b))
     return symmetric_kl(out_a, out_b)
+
+
+def cosent_loss(cos: torch.Tensor, labels: torch.Tensor, scale: float = SCALE) -> torch.Tensor:
+    """CoSENT (Su, 2022), a ranking loss on the batch's cosines: log(1 + Σ exp(scale·(cos_j − cos_i)))
+    over the pairs of examples with label_i > label_j. The STS metric (Pearson r) reads only how
+    the scores order and spread, which MSE on each score pursues only indirectly. A batch whose
+    labels are all equal contributes 0."""
+    gap = scale * (cos.float()[None, :] - cos.float()[:, None])  # [i, j]: scale·(cos_j − cos_i)
+    ranked = gap[labels[:, None] > labels[None, :]]
+    return torch.logsumexp(torch.cat([ranked.new_zeros(1), ranked]), 0)

@@ -33,7 +33,7 @@ from evaluation import NUM_SENTIMENTS, predict
 from dropout import use_fast as use_fast_dropout
 from onednn import use as use_onednn
 from heads import cosine_similarity_score, mlp, pair_features, pool
-from losses import mnrl_loss, ordinal_log_loss, rdrop_term
+from losses import cosent_loss, mnrl_loss, ordinal_log_loss, rdrop_term
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
 from pal import PAL
 from precision import FP32, PrecisionError, choose
@@ -173,6 +173,8 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
         loss = F.binary_cross_entropy_with_logits(out["out"].float(), y.float())
     else:
         loss = F.mse_loss(out["out"].float(), y)
+        if model.args.sts_cosent:
+            loss = loss + model.args.sts_cosent * cosent_loss(F.cosine_similarity(out["u"], out["v"], dim=-1), y)
     return loss, out
 
 

@@ -64,6 +64,8 @@ def conflict(args: argparse.Namespace) -> str | None:
         return f"--branch_at {args.branch_at}: the fork lies strictly inside the run, in (0, 1)"
     if args.branches > 1 and (args.ema or args.swa):
         return "--branches averages the branches' final weights: not with --ema or --swa"
+    if args.sts_cosent and args.sts_head != "cosine":
+        return "--sts_cosent ranks the cosines of the bi-encoded STS head: it needs --sts_head cosine"
     if args.para_cosine and args.para_head != "cross":
         return "--para_cosine needs --para_head cross (the bi-encoded head already reads both sentences)"
     return None
@@ -197,6 +199,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--msd", type=int, default=1,
                    help="multi-sample dropout on SST-5: the head's dropout drawn this many times on "
                         "each encoding, their losses averaged (1 = off)")
+    g.add_argument("--sts_cosent", type=float, default=0.0, metavar="W",
+                   help="STS: add W times the CoSENT ranking loss on the batch's cosines to the MSE (0 = off)")
     g.add_argument("--label_smoothing", type=float, default=0.0,
                    help="SST cross-entropy with label smoothing ε (Szegedy et al., 2016); 0 = off")
     g.add_argument("--sst_ordinal", type=float, default=0.0,

@@ -109,6 +109,7 @@ later epochs-3.5      --epochs 3.5           # 3,367 steps instead of 2,405: the
 later branches-2      --branches 2           # fork at 60% into 2 branches, keep their mean weights (3,367 steps)
 later branches-2-at-0.4 --branches 2 --branch_at 0.4  # the fork at 40%: branches apart for longer (3,848 steps)
 later smart-sst       --smart --smart_tasks sst --smart_wt 3  # SST: SMART (its passes on the clean pass's masks), weighted as R-Drop
+later sts-cosent      --sts_cosent 0.05      # STS: + CoSENT's ranking of the cosines; at 0.05 its encoder gradient is about MSE's
 
 # Each task trained alone with the default's settings (2.5 passes over its own data, its own
 # steps): does sharing the encoder cost a task anything? results/quality-single-task.md: at each

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from losses import SCALE, mnrl_labels, mnrl_loss, mnrl_pairs, ordinal_log_loss, rdrop_term, symmetric_kl
+from losses import (SCALE, cosent_loss, mnrl_labels, mnrl_loss, mnrl_pairs, ordinal_log_loss, rdrop_term,
+                    symmetric_kl)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,3 +181,22 @@ def test_rdrop_term_of_each_task():
     assert rdrop_term("para", za, za).item() == pytest.approx(0.0, abs=1e-7)
     # STS: a regression, the mean squared difference of the scores
     assert rdrop_term("sts", torch.tensor([1.0, 4.0]), torch.tensor([2.0, 2.0])).item() == pytest.approx(2.5)
+
+
+# -- CoSENT ----------------------------------------------------------------------------------------
+def test_cosent_hand_computed():
+    """Labels 3 > 1 > 0 rank the pairs (0, 1), (0, 2), (1, 2); each adds exp(s·(cos_j − cos_i))."""
+    cos, labels, s = torch.tensor([0.2, 0.5, -0.1]), torch.tensor([3.0, 1.0, 0.0]), 2.0
+    terms = [s * (0.5 - 0.2), s * (-0.1 - 0.2), s * (-0.1 - 0.5)]
+    want = math.log(1 + sum(math.exp(t) for t in terms))
+    assert cosent_loss(cos, labels, s).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_cosent_rewards_the_labels_order_and_ignores_ties():
+    labels = torch.tensor([4.0, 2.5, 2.5, 0.0])
+    right, wrong = torch.tensor([0.9, 0.5, 0.4, 0.1]), torch.tensor([0.1, 0.5, 0.4, 0.9])
+    assert cosent_loss(right, labels).item() < 0.01 < 10 < cosent_loss(wrong, labels).item()
+    assert cosent_loss(right, torch.full((4,), 2.0)).item() == 0.0  # no ranked pair: log(1)
+    # the tied pair (1, 2) is not ranked: swapping its cosines changes nothing
+    assert cosent_loss(torch.tensor([0.9, 0.4, 0.5, 0.1]), labels).item() == pytest.approx(
+        cosent_loss(right, labels).item(), rel=1e-6)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import multitask_classifier as mc
 from adversarial import Capture, fgsm_loss
@@ -212,6 +213,17 @@ def test_training_loss_smart_in_training(tiny_mtbert, tiny_batch):
                 assert clean <= loss < clean + 1e-6
             else:
                 assert loss > clean + 1e-4
+
+
+def test_sts_cosent_adds_its_ranking_loss_to_the_mse(tiny_mtbert, tiny_batch):
+    from losses import cosent_loss
+    model, _ = tiny_mtbert("--sts_cosent", "0.5")
+    batch = tiny_batch("sts", B=6)
+    loss, out = mc.task_loss(model, "sts", batch)
+    mse = F.mse_loss(out["out"], batch["labels"])
+    ranked = cosent_loss(F.cosine_similarity(out["u"], out["v"], dim=-1), batch["labels"])
+    assert ranked.item() > 0 and loss.item() == pytest.approx(mse.item() + 0.5 * ranked.item(), rel=1e-6)
+    assert mc.task_loss(tiny_mtbert()[0], "sts", batch)[0].item() == pytest.approx(mse.item(), rel=1e-6)
 
 
 def test_training_loss_plain_is_task_loss(tiny_mtbert, tiny_batch):

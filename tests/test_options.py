@@ -52,3 +52,8 @@ def test_clashing_flags_exit_with_status_2_and_one_line(capsys):
     assert e.value.code == 2 and err[-1].endswith("--para_cosine needs --para_head cross (the bi-encoded "
                                                   "head already reads both sentences)")
     assert options.parse_args(["--para_cosine"]).para_cosine  # with the default cross-encoded head
+    with pytest.raises(SystemExit) as e:
+        options.parse_args(["--sts_cosent", "1", "--sts_head", "cross"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--sts_cosent ranks the cosines of the bi-encoded STS head: it needs --sts_head cosine")
+    assert options.parse_args(["--sts_cosent", "1"]).sts_cosent == 1.0  # with the default cosine head
