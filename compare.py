@@ -53,7 +53,7 @@ import numpy as np
 from base_bert import CheckpointError
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
-from replay import BOOKKEEPING, read_config
+from replay import BOOKKEEPING, read_config, trained_settings
 
 # Configuration keys that do not change the trained model: runs differing only by these (and by
 # the seed) are the same experiment. Keys ending in "_out" (prediction paths) are ignored too. Not
@@ -118,7 +118,8 @@ def model_key(config: dict | None):
     run without config.json) never matches another run."""
     if config is None:
         return None
-    config = {**parser_defaults(), **config}  # a run saved before a flag existed ran at its default
+    defaults = parser_defaults()
+    config = trained_settings({**defaults, **config}, defaults)  # a run saved before a flag existed ran at its default
     return json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS and not k.endswith("_out")},
                       sort_keys=True)
 

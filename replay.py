@@ -22,6 +22,21 @@ NOT_REPLAYED = ("out_dir", "resume", "overwrite", "config", "checkpoint", "eval_
 BOOKKEEPING = (*NOT_REPLAYED, "no_predictions", "threads", "onednn", "mlm_cache", "log_every", "save_every",
                "report_to")
 
+# Settings read only while their extension (the value) is on. A run with the extension off never
+# used them, so the tools that ask what a run trained (compare.py's groups, a sweep table's flags)
+# read them at today's defaults: a changed default of one (--smart_eps went from 1e-5 to 1e-2)
+# then neither splits runs that trained alike nor shows as a flag of theirs.
+USED_ONLY_WITH = {"smart_eps": "smart", "smart_wt": "smart", "smart_steps": "smart", "smart_tasks": "smart",
+                  "fgsm_eps": "fgsm", "mnrl_wt": "mnrl", "pal_dim": "pal", "pal_heads": "pal",
+                  "rdrop_tasks": "rdrop"}
+
+
+def trained_settings(config: dict, defaults: dict) -> dict:
+    """A run's configuration with the settings its switched-off extensions never read at `defaults`."""
+    return {k: defaults.get(k, v) if k in USED_ONLY_WITH and not config.get(USED_ONLY_WITH[k]) else v
+            for k, v in config.items()}
+
+
 # Flags whose default is not what runs from before the flag did, with what those runs did. A run
 # writes every setting into its configuration, so a saved one that lacks such a key was written
 # before the flag existed, and its run used that value, not today's default. (R-Drop became the

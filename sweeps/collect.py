@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's modules
 import compare  # noqa: E402
+from replay import trained_settings  # noqa: E402
 from evaluation import parse_metrics  # noqa: E402
 
 # Settings of a sweep itself rather than of the row: never shown as the row's flags.
@@ -37,7 +38,7 @@ def flags(config: dict, full_runs: bool = False, seed_rows: bool = False) -> str
     if config.get("pcgrad"):  # --pcgrad implies --update global
         skip |= {"update"}
     out = []
-    for k, v in config.items():
+    for k, v in trained_settings(config, defaults).items():
         if k in skip or k.endswith(("_out", "_train", "_dev", "_test")) or defaults.get(k) == v:
             continue
         if isinstance(v, bool):

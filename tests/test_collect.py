@@ -163,6 +163,9 @@ def test_flags_name_what_the_row_changes():
     assert collect.flags(cfg(), full_runs=True, seed_rows=True) == "--epochs 1.0 --steps_per_epoch 9"
     full = vars(mc.parse_args(["--seed", "3"]))
     assert collect.flags(full, full_runs=True, seed_rows=True) == "(defaults)"
+    # a setting of an extension that is off was never read: not a flag of the row (--smart_eps was 1e-5)
+    assert collect.flags(cfg("--smart_eps", "1e-5")) == "(defaults)"
+    assert collect.flags(cfg("--smart", "--smart_eps", "1e-5")) == "--smart --smart_eps 1e-05"
 
 
 def test_collect_ensemble_adds_a_row_from_the_eval_log(tmp_path):

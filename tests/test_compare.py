@@ -372,3 +372,14 @@ def test_a_run_saved_before_a_default_changed_groups_with_runs_at_the_old_value(
     rows = compare.compare([tmp_path / "x-s1", tmp_path / "x-s2", tmp_path / "y-s3"], resamples=5000)
     assert [(r["name"], r["seeds"]) for r in rows] == [("x", [1, 2]), ("y-s3", [3])]
     assert compare.run_config(old)["rdrop"] == 0
+
+
+def test_a_setting_its_extension_never_read_does_not_split_a_group(tmp_path):
+    # --smart_eps went from 1e-5 to 1e-2: runs without --smart never read it, so a run saved before
+    # groups with today's; with --smart on, the ε is part of what was trained
+    make_run(tmp_path / "x-s1", ["--seed", "1", "--smart_eps", "1e-5"])
+    make_run(tmp_path / "x-s2", ["--seed", "2"], sst_wrong=3)
+    make_run(tmp_path / "s-s1", ["--seed", "1", "--smart", "--smart_eps", "1e-5"], sst_wrong=1)
+    make_run(tmp_path / "t-s2", ["--seed", "2", "--smart"], sst_wrong=2)
+    rows = compare.compare([tmp_path / n for n in ("x-s1", "x-s2", "s-s1", "t-s2")], resamples=5000)
+    assert [(r["name"], r["seeds"]) for r in rows] == [("x", [1, 2]), ("s-s1", [1]), ("t-s2", [2])]
