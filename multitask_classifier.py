@@ -37,6 +37,7 @@ from losses import cosent_loss, mnrl_loss, ordinal_log_loss, rdrop_term
 from options import parse_args, saved_args  # parse_args: also the command line of anything importing this file
 from pal import PAL
 from precision import FP32, PrecisionError, choose
+from replay import changed_training, read_config
 from run_folder import LOCK, RunFolderBusy, hold_run_dir
 from tokenizer import BertTokenizer
 from trainer import RunError, Trainer
@@ -362,6 +363,9 @@ def main(argv=None) -> int:
             resume = args.resume
             args = saved_args(Path(resume), "config.json")
             args.resume, args.out_dir = resume, resume
+        saved = Path(args.resume) / "config.json" if args.resume else (Path(args.config) if args.config else None)
+        for change in changed_training(read_config(saved), vars(args)) if saved else ():
+            print(f"note: {saved}: {change}", file=sys.stderr)
         if args.eval_only and not args.checkpoint:
             raise RunError("--eval_only needs --checkpoint RUN_DIR", code=2)
         if args.checkpoint and not args.eval_only:

@@ -47,6 +47,21 @@ def trained_settings(config: dict, defaults: dict) -> dict:
 ADDED_WITH = {"rdrop": 0.0, "fast_dropout": False, "attention_groups": False, "pair_orders": "one"}
 
 
+# Extensions whose training changed under the same flags, each with the key added in that change
+# (a saved configuration that lacks it was written before) and what changed. Such a configuration,
+# replayed (--config) or resumed, trains today's version: `changed_training` says so in one line.
+CHANGED_WITH = [(("fgsm", "smart"), "smart_tasks",
+                 "its perturbed passes now replay the clean pass's dropout masks, and SMART's ascent step "
+                 "is its ε, not 1e-3 (adversarial.py); this run trains that version, not the saved run's")]
+
+
+def changed_training(saved: dict, run: dict) -> list[str]:
+    """One line for each extension on in `run` (the settings of a run started from the saved
+    configuration `saved`) whose training changed since `saved` was written."""
+    return [f"{' and '.join('--' + f for f in flags if run.get(f))}: saved before a change: {what}"
+            for flags, key, what in CHANGED_WITH if key not in saved and any(run.get(f) for f in flags)]
+
+
 def as_run(saved: dict) -> dict:
     """A saved configuration with the flags it predates set to what its run used."""
     return {**saved, **{k: v for k, v in ADDED_WITH.items() if k not in saved}}

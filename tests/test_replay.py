@@ -100,3 +100,24 @@ def test_trained_settings_reads_an_off_extensions_settings_at_the_defaults():
     assert read["lr"] == 3e-4 and read["rdrop"] == 0  # the rest as saved
     on = vars(mc.parse_args(["--smart", "--smart_eps", "1e-5", "--rdrop_tasks", "sst", "para"]))
     assert trained_settings(on, defaults) == on  # extensions on: every setting counts
+
+
+def test_a_configuration_saved_before_its_extension_changed_is_named_in_a_note(tmp_path, capsys):
+    from replay import changed_training
+    config = vars(mc.parse_args(["--out_dir", "runs/old", "--smart", "--smart_eps", "1e-5"]))
+    del config["smart_tasks"]  # saved before SMART's perturbed passes replayed the dropout masks
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert mc.main(["--config", str(path), "--eval_only"]) == 2  # the note, then a refusal: nothing trains
+    err = capsys.readouterr().err
+    assert f"note: {path}: --smart: saved before a change: its perturbed passes now replay" in err
+    assert "--eval_only needs --checkpoint" in err
+    # nothing to say with the extension off in the new run, or for a configuration saved since
+    assert changed_training(config, {**config, "smart": False}) == []
+    now = vars(mc.parse_args(["--smart", "--fgsm"]))
+    assert changed_training(now, now) == []
+    # an old run without either, replayed with FGSM turned on: its saved FGSM settings are old ones
+    plain = {k: v for k, v in vars(mc.parse_args([])).items() if k != "smart_tasks"}
+    assert changed_training(plain, plain) == []
+    assert [line.split(":")[0] for line in changed_training(plain, {**plain, "fgsm": True})] == ["--fgsm"]
+    assert changed_training(plain, {**plain, "fgsm": True, "smart": True})[0].startswith("--fgsm and --smart:")
