@@ -5,7 +5,7 @@
 # evaluation, no test predictions. The table gives each row's Δ overall against the default with
 # a 95% CI over the dev examples and the seeds (compare.py); `*` marks rows whose CI excludes 0.
 #
-#   JOBS=2 bash sweeps/ablation.sh                   # all rows, seeds 1 and 2: about 1 h on 2 cores
+#   JOBS=2 bash sweeps/ablation.sh                   # all rows, seeds 1 and 2: about 2.5 h on 2 cores
 #   SEEDS="1 2 3" STEPS=600 bash sweeps/ablation.sh  # tighter and longer
 #   ROWS="default fgsm" bash sweeps/ablation.sh      # some rows only
 #   JOBS=4 bash sweeps/ablation.sh                   # 4 runs at once, one per GPU (sweeps/common.sh)
