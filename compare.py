@@ -21,6 +21,9 @@ A row that trains what the reference trains (a prediction-time change, a weight 
 seeds, all among the reference's, is compared with the reference's runs at its own seeds alone,
 seed by seed ("at seeds S" after its Δ): it then carries no training noise of the reference's
 other seeds. Rows whose Δ overall CI excludes 0 are marked `*`.
+Below the table, "How many seeds" reads each row's CI forward (power.py): the smallest Δ overall
+its seeds resolve four times in five, and the seeds a row would need to resolve ±--target
+(default 0.003): what to run next when a CI straddles 0.
 --no_group gives one row per run; --resamples (at least 5,000) and --seed set the bootstrap.
 A run given as NAME=RUN joins the group NAME whatever its configuration: the runs of several
 rows pooled into one, e.g. every saved model of a recipe against the same models scored with a
@@ -50,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+import power
 from base_bert import CheckpointError
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, load_dev_scores, overall, task_metric
@@ -327,6 +331,12 @@ def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: i
     return out
 
 
+def bootstrap_se(group: list[dict], base: list[dict], key: str = "overall") -> float:
+    """The SE of Δ `key` over the bootstrap replicates alone, without the seeds' noise: `group`
+    and `base` are their runs' replicate_metrics dicts (power.py scales it to other seeds)."""
+    return float(np.std(group_mean(group)[key] - group_mean(base)[key]))
+
+
 def matched_seeds(group: dict, ref: dict) -> list[int] | None:
     """Where the reference's runs at `group`'s seeds are (indices into ref["runs"]), for a group
     that trains what the reference trains (training_key: a prediction-time change, an average of
@@ -380,7 +390,7 @@ def with_ensembles(groups: list[dict], tasks: list[str]) -> list[dict]:
         raise CompareError("--ensemble: no group of two or more runs to ensemble (give each "
                            "configuration at several seeds)")
     return groups + [{"name": f"{g['name']} ensemble", "runs": [ensemble_run(g, tasks)],
-                      "seeds": [f"ensemble of {len(g['runs'])}"]} for g in several]
+                      "seeds": [f"ensemble of {len(g['runs'])}"], "ensemble": True} for g in several]
 
 
 def excludes_0(lo: float, hi: float) -> bool:
@@ -396,7 +406,9 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     seeds Δ was taken at, against the reference's runs at those seeds alone: matched_seeds; None
     when against all of the reference's), "reference" (name),
     "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
-    two seeds), "seed_df"}. Notes name tasks left out; they are printed to stderr too.
+    two seeds), "seed_df", "paired_sd" (a paired row's own noise), "boot_se" (Δ overall's SE over
+    the bootstrap alone), "ensemble" (an --ensemble row)}. Notes name tasks left out; they are
+    printed to stderr too.
 
     `ensembles`: for each group of several seeds, a row for their ensemble (with_ensembles). It
     counts as one run: its CI carries the training noise of one seed, more than the average of
@@ -422,6 +434,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                                                     [replicates[0][j] for j in at])
               for i, at in enumerate(refs)]
     cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed, refs, paired)
+    reps = [[r["replicates"] for r in g["runs"]] for g in groups]
     rows = []
     for i, (g, ci, seeds, at) in enumerate(zip(groups, cis, per_seed, refs)):
         mean = group_mean(seeds)
@@ -437,7 +450,10 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "paired_seeds": None if at is None else list(g["seeds"]),
                      "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
                      "seed_sd": spread.get("overall"), "seed_df": df,
-                     "paired_sd": None if paired[i] is None else paired[i][0].get("overall")})
+                     "paired_sd": None if paired[i] is None else paired[i][0].get("overall"),
+                     "boot_se": None if i == 0 else bootstrap_se(
+                         reps[i], reps[0] if at is None else [reps[0][j] for j in at]),
+                     "ensemble": g.get("ensemble", False)})
     return rows
 
 
@@ -511,7 +527,34 @@ def chance_note(rows: list[dict], keys=None) -> str:
             "evidence until more seeds repeat it.")
 
 
-def markdown(rows: list[dict]) -> str:
+def seeds_note(rows: list[dict], target: float = 0.003) -> str:
+    """How many seeds each row needs (power.py): the smallest Δ its seeds resolve four times in
+    five, from its CI; and from its Δ overall's noise, the bootstrap's and the seeds', the seeds
+    it would need to resolve ±`target`. '' without a row to say it of (ensemble rows are one run whatever their
+    members: left out)."""
+    n_ref, parts = len(rows[0]["runs"]), []
+    for r in rows[1:]:
+        if r["ensemble"]:
+            continue
+        n, paired = len(r["runs"]), r["paired_seeds"] is not None
+        against = None if paired else n_ref
+        v = power.per_seed_variance(r["boot_se"], r["paired_sd"] if paired else r["seed_sd"], n, against)
+        parts.append(f"{r['name']} ±{_num(power.detectable(power.ci_se(*r['delta']['overall'][1:])))} "
+                     f"at {n} seed{'s' * (n > 1)}, about {power.seeds_needed(v, target, paired)}")
+    if not parts:
+        return ""
+    one_seed = "" if rows[0]["seed_df"] else (
+        " Every row has one seed here, so how much a seed moves a run is not in these figures: "
+        "they are lower still.")
+    return ("How many seeds (power.py): the smallest Δ overall a row's seeds resolve four times in "
+            f"five, and the seeds a row would need, its reference at as many, to resolve ±{_num(target)}: "
+            + "; ".join(parts) + ". From the noise in each row's CI, the dev examples' and the "
+            "seeds', both shrinking with the seeds (a normal approximation, checked on simulated "
+            "tables by benchmarks/ci_coverage.py); for planning runs, not for judging a Δ already "
+            "measured." + one_seed)
+
+
+def markdown(rows: list[dict], target: float = 0.003) -> str:
     """The comparison table, its legend, and one `NAME: Δ overall ... 95% CI [...]` line per row."""
     ref, keys = rows[0]["reference"], list(TITLES)
     walls = any(r["wall_s"] is not None for r in rows)
@@ -539,6 +582,9 @@ def markdown(rows: list[dict]) -> str:
     legend = f"Δ: the row minus {ref}, with {ci_legend(rows)} Groups of seeds: mean ± sd over seeds."
     chance = chance_note(rows)
     lines += ["", legend + (" " + chance if chance else "")]
+    seeds = seeds_note(rows, target)
+    if seeds:
+        lines += ["", seeds]
     lines += [f"Note: {n}." for n in rows[0]["notes"]]
     if len(rows) > 1:
         lines += ["", "```text", *(delta_line(r) for r in rows[1:]), "```"]
@@ -579,6 +625,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--no_group", action="store_true", help="one row per run, even for runs "
                                                             "differing only by seed")
+    ap.add_argument("--target", type=float, default=0.003, metavar="DELTA",
+                    help="the Δ overall whose seeds the 'How many seeds' note counts (default 0.003)")
     ap.add_argument("--ensemble", action="store_true",
                     help="for each group of several seeds, a row for their ensemble (dev scores "
                          "averaged, as --eval_only --checkpoint RUN... predicts)")
@@ -586,9 +634,11 @@ def main(argv=None) -> int:
     try:
         if args.resamples < 5000:
             raise CompareError(f"--resamples {args.resamples}: use at least 5,000 for stable 95% CIs")
+        if not args.target > 0:
+            raise CompareError(f"--target {args.target}: give the size of a change, above 0")
         rows = compare(args.runs, args.resamples, args.seed, by_seed=not args.no_group,
                        ensembles=args.ensemble)
-        text = markdown(rows)
+        text = markdown(rows, args.target)
         print(text, end="")
         if args.out:
             args.out.write_text(text, encoding="utf-8")

@@ -115,7 +115,8 @@ def ablation_table(sweep_dir: Path, reference: str, steps, script: str, plot: Pa
                + ("Single-task rows train one task and still report all three dev metrics. " if single else "")
                + f"Rebuilt by `bash {script}`.")
     ci_lines = [compare.delta_line(r, row_name(r["reference"]) if moved(r) else "") for r in rows[1:]]
-    return "\n".join([caption, "", *lines, "", "```text", *ci_lines, "```"]) + "\n"
+    seeds = compare.seeds_note(rows)
+    return "\n".join([caption, "", *lines, "", *([seeds, ""] if seeds else []), "```text", *ci_lines, "```"]) + "\n"
 
 
 def table_rows(text: str) -> dict[str, int]:

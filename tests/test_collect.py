@@ -4,6 +4,7 @@ reference row with its bootstrap CI (compare.py); ensemble sweeps add their ense
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 import time
@@ -56,6 +57,7 @@ def test_ablation_rows_group_seeds_and_give_delta_with_ci(tmp_path):
     assert f"fgsm: Δ overall {d:+.4f} 95% CI [{lo:.4f}, {hi:.4f}]" in text
     assert "5 optimizer steps" in text and "`bash sweeps/x.sh`" in text
     assert "1 of the 1 95% CIs of Δ here exclude 0; were no change real, about 0.05 would" in text
+    assert re.search(r"to resolve ±0\.0030: fgsm ±0\.\d{4} at 2 seeds, about \d+\. From the noise", text)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import compare
+import power
 import multitask_classifier as mc
 from batching import TASKS
 from evaluation import METRIC_NAMES, decide, save_dev_scores, task_metric
@@ -282,6 +283,46 @@ def test_a_paired_rows_ci_carries_how_its_effect_varies_with_the_seed(tmp_path):
     unpaired = compare.bootstrap_deltas([reps[:3], reps[3:]], {k: rows[1]["seed_sd"] for k in sd}, 4, 0)[1]
     lo, hi = ci["overall"]
     assert unpaired["overall"][0] < lo < hi < unpaired["overall"][1]
+
+
+def test_how_many_seeds_reads_each_rows_ci_forward(tmp_path, capsys):
+    # A reference whose seeds differ a lot (10, 30, 20 SST errors), a row that trains otherwise at
+    # two seeds, and a row scored otherwise on the reference's weights at two of its seeds, its Δ
+    # steady (2 and 3 more errors): the paired row resolves far smaller changes, and so needs
+    # far fewer seeds for the same one.
+    ref = [make_run(tmp_path / f"ref-s{s}", ["--seed", s], sst_wrong=w, sts_seed=s)
+           for s, w in ((1, 10), (2, 30), (3, 20))]
+    lr = [make_run(tmp_path / f"lr-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=w, sts_seed=s)
+          for s, w in ((1, 14), (2, 26))]
+    q = [make_run(tmp_path / f"q-s{s}", ["--seed", s, "--int8"], sst_wrong=w, sts_seed=s)
+         for s, w in ((1, 12), (2, 33))]
+    rows = compare.compare([*ref, *lr, *q], resamples=B, seed=0, ensembles=True)
+    assert [r["name"] for r in rows[3:]] == ["ref ensemble", "lr ensemble", "q ensemble"]
+    note = compare.seeds_note(rows, 0.003)
+    seeds = {}
+    for r, n_ref in ((rows[1], 3), (rows[2], None)):  # q: Δ at its own seeds, paired
+        noise = r["seed_sd"] if n_ref else r["paired_sd"]
+        v = power.per_seed_variance(r["boot_se"], noise, 2, n_ref)
+        seeds[r["name"]] = power.seeds_needed(v, 0.003, paired=n_ref is None)
+        lo, hi = r["delta"]["overall"][1:]
+        figures = f"{r['name']} ±{power.detectable(power.ci_se(lo, hi)):.4f} at 2 seeds, about {seeds[r['name']]}"
+        # the normal approximation the count uses is no wider than the CI, whose t draws of the
+        # seeds' noise (4 degrees of freedom here) widen it
+        assert 0.5 < power.standard_error(v, 2, n_ref) / power.ci_se(lo, hi) < 1.1
+        assert re.search(re.escape(figures) + "[;.] ", note)
+    assert seeds["q"] < seeds["lr"]
+    assert "ensemble ±" not in note and "for planning runs" in note  # an ensemble is one run: nothing to say
+    assert note in compare.markdown(rows, 0.003) and note != compare.seeds_note(rows, 0.01)
+    # one seed a row: said to be lower still; the reference alone: no note
+    single = compare.compare([ref[0], lr[0]], resamples=B, seed=0)
+    assert "lr-s1 ±" in compare.seeds_note(single) and "lower still" in compare.seeds_note(single)
+    assert compare.seeds_note(rows[:1]) == "" and "How many seeds" not in compare.markdown(rows[:1])
+    # the command line: --target sets the Δ counted for; a Δ of 0 or less is refused in one line
+    assert compare.main([*map(str, ref + lr), "--resamples", "5000", "--target", "0.05"]) == 0
+    assert re.search(r"to resolve ±0\.0500: lr ±0\.\d{4} at 2 seeds, about \d+\. ", capsys.readouterr().out)
+    assert compare.main([*map(str, ref + lr), "--target", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--target 0.0" in err
 
 
 def test_missing_task_is_left_out_with_a_note(tmp_path, capsys):
