@@ -549,9 +549,9 @@ def seeds_note(rows: list[dict], target: float = 0.003) -> str:
     return ("How many seeds (power.py): the smallest Δ overall a row's seeds resolve four times in "
             f"five, and the seeds a row would need, its reference at as many, to resolve ±{_num(target)}: "
             + "; ".join(parts) + ". From the noise in each row's CI, the dev examples' and the "
-            "seeds', both shrinking with the seeds (a normal approximation, checked on simulated "
-            "tables by benchmarks/ci_coverage.py); for planning runs, not for judging a Δ already "
-            "measured." + one_seed)
+            "seeds', both shrinking with the seeds: a normal approximation, a little short on "
+            "simulated tables (benchmarks/ci_coverage.py), so floors; for planning runs, not for "
+            "judging a Δ already measured." + one_seed)
 
 
 def markdown(rows: list[dict], target: float = 0.003) -> str:
