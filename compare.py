@@ -407,7 +407,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     when against all of the reference's), "reference" (name),
     "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
     two seeds), "seed_df", "paired_sd" (a paired row's own noise), "boot_se" (Δ overall's SE over
-    the bootstrap alone), "ensemble" (an --ensemble row)}. Notes name tasks left out; they are
+    the bootstrap alone), "n_ref" (the reference's runs), "ensemble" (an --ensemble row)}. Notes name tasks left out; they are
     printed to stderr too.
 
     `ensembles`: for each group of several seeds, a row for their ensemble (with_ensembles). It
@@ -433,8 +433,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     paired = [None if at is None else paired_spread(per_seed[i], replicates[i], [per_seed[0][j] for j in at],
                                                     [replicates[0][j] for j in at])
               for i, at in enumerate(refs)]
-    cis = bootstrap_deltas([[r["replicates"] for r in g["runs"]] for g in groups], spread, df, seed, refs, paired)
     reps = [[r["replicates"] for r in g["runs"]] for g in groups]
+    cis = bootstrap_deltas(reps, spread, df, seed, refs, paired)
     rows = []
     for i, (g, ci, seeds, at) in enumerate(zip(groups, cis, per_seed, refs)):
         mean = group_mean(seeds)
@@ -453,6 +453,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "paired_sd": None if paired[i] is None else paired[i][0].get("overall"),
                      "boot_se": None if i == 0 else bootstrap_se(
                          reps[i], reps[0] if at is None else [reps[0][j] for j in at]),
+                     "n_ref": len(groups[0]["runs"]),
                      "ensemble": g.get("ensemble", False)})
     return rows
 
@@ -530,17 +531,19 @@ def chance_note(rows: list[dict], keys=None) -> str:
 def seeds_note(rows: list[dict], target: float = 0.003) -> str:
     """How many seeds each row needs (power.py): the smallest Δ its seeds resolve four times in
     five, from its CI; and from its Δ overall's noise, the bootstrap's and the seeds', the seeds
-    it would need to resolve ±`target`. '' without a row to say it of (ensemble rows are one run whatever their
-    members: left out)."""
-    n_ref, parts = len(rows[0]["runs"]), []
-    for r in rows[1:]:
-        if r["ensemble"]:
+    it would need to resolve ±`target`. '' without a row to say it of (an ensemble row is one run
+    whatever its members: left out)."""
+    parts = []
+    for r in rows:
+        if r["delta"] is None or r["ensemble"]:
             continue
         n, paired = len(r["runs"]), r["paired_seeds"] is not None
-        against = None if paired else n_ref
+        against = None if paired else r["n_ref"]
         v = power.per_seed_variance(r["boot_se"], r["paired_sd"] if paired else r["seed_sd"], n, against)
         parts.append(f"{r['name']} ±{_num(power.detectable(power.ci_se(*r['delta']['overall'][1:])))} "
-                     f"at {n} seed{'s' * (n > 1)}, about {power.seeds_needed(v, target, paired)}")
+                     f"at {n} seed{'s' * (n > 1)}, about {power.seeds_needed(v, target, paired)}"
+                     + (" (paired at one seed: how its effect varies with the seed is not in it)"
+                        if paired and n == 1 else ""))
     if not parts:
         return ""
     one_seed = "" if rows[0]["seed_df"] else (

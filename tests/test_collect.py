@@ -104,6 +104,11 @@ def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_t
     assert "A Δ 'at seeds S' is against the reference's runs at those seeds alone" in text
     both = next(l for l in text.splitlines() if l.startswith("| both"))
     assert "at seeds" not in both and "| +0.0333 [" in both  # SST: 10 errors against new's mean of 30
+    # How many seeds: both's count is against new's three seeds, not the table reference's two
+    b = next(r for r in collect.against(collect.finished(sweep), "new", 5000) if r["name"] == "both")
+    power = collect.compare.power
+    seeds = power.seeds_needed(power.per_seed_variance(b["boot_se"], b["seed_sd"], 2, 3), 0.003)
+    assert b["n_ref"] == 3 and re.search(rf"; both ±0\.\d{{4}} at 2 seeds, about {seeds}[;.]", text)
 
 
 def test_only_tabulates_the_named_rows(tmp_path):
