@@ -11,9 +11,9 @@ coverage of 0 is counted for the CI over the dev examples alone (the bootstrap) 
 compare.py's CI, which adds the seeds' noise that the bootstrap does not carry. A calibrated 95% CI
 covers 0 in about 95% of simulations; one that covers much less calls noise a difference.
 
-It also checks power.py's seed counts (--power) (the "How many seeds" of compare.py): row 1's
-items truly easier by an effect, the seeds counted from pilot tables, and how often compare.py's
-CI then excludes 0, four times in five where the count is right.
+It also checks power.py's seed counts (--power sets which), the "How many seeds" of compare.py:
+row 1's items truly easier by an effect, the seeds counted from pilot tables, and how often
+compare.py's CI then excludes 0, four times in five where the count is right.
 """
 from __future__ import annotations
 
