@@ -313,7 +313,7 @@ def bootstrap_deltas(groups: list[list[dict]], spread: dict | None = None, df: i
     spread of its per-seed Δ, in place of `spread`: sd * sqrt(1/n) times a t(n - 1) draw."""
     out = []
     for i, g in enumerate(groups):
-        base = groups[0] if not refs or refs[i] is None else [groups[0][j] for j in refs[i]]
+        base = at_seeds_of(groups[0], refs[i] if refs else None)
         ref, mean = group_mean(base), group_mean(g)
         own, own_df, scale = spread, df, np.sqrt(1 / len(g) + 1 / len(base))
         if paired and paired[i] is not None:  # the same training seed by seed: Δ's own spread
@@ -357,6 +357,12 @@ def matched_seeds(group: dict, ref: dict) -> list[int] | None:
             or not set(seeds) <= set(theirs)):
         return None
     return [theirs.index(s) for s in seeds]
+
+
+def at_seeds_of(items: list, at: list[int] | None) -> list:
+    """The reference's `items` (runs, their metrics or replicates) that a group is compared with:
+    those at the indices `at` (matched_seeds), every one when None."""
+    return items if at is None else [items[j] for j in at]
 
 
 def paired_spread(metrics: list[dict], replicates: list[dict], ref_metrics: list[dict],
@@ -430,15 +436,15 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     replicates = [[with_overall(r["replicates"]) for r in g["runs"]] for g in groups]
     spread, df = seed_spread(per_seed, replicates)
     refs = [matched_seeds(g, groups[0]) for g in groups]
-    paired = [None if at is None else paired_spread(per_seed[i], replicates[i], [per_seed[0][j] for j in at],
-                                                    [replicates[0][j] for j in at])
+    paired = [None if at is None else paired_spread(per_seed[i], replicates[i], at_seeds_of(per_seed[0], at),
+                                                    at_seeds_of(replicates[0], at))
               for i, at in enumerate(refs)]
     reps = [[r["replicates"] for r in g["runs"]] for g in groups]
     cis = bootstrap_deltas(reps, spread, df, seed, refs, paired)
     rows = []
     for i, (g, ci, seeds, at) in enumerate(zip(groups, cis, per_seed, refs)):
         mean = group_mean(seeds)
-        ref = group_mean(per_seed[0] if at is None else [per_seed[0][j] for j in at])
+        ref = group_mean(at_seeds_of(per_seed[0], at))
         walls = [r["wall_s"] for r in g["runs"] if r["wall_s"] is not None]
         rows.append({"name": g["name"], "runs": [str(r["path"]) for r in g["runs"]], "seeds": g["seeds"],
                      "metrics": mean,
@@ -451,8 +457,7 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
                      "reference": groups[0]["name"], "resamples": resamples, "seed": seed, "notes": notes,
                      "seed_sd": spread.get("overall"), "seed_df": df,
                      "paired_sd": None if paired[i] is None else paired[i][0].get("overall"),
-                     "boot_se": None if i == 0 else bootstrap_se(
-                         reps[i], reps[0] if at is None else [reps[0][j] for j in at]),
+                     "boot_se": None if i == 0 else bootstrap_se(reps[i], at_seeds_of(reps[0], at)),
                      "n_ref": len(groups[0]["runs"]),
                      "ensemble": g.get("ensemble", False)})
     return rows

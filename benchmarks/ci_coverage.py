@@ -28,6 +28,11 @@ import compare  # noqa: E402
 import power  # noqa: E402
 
 
+def logistic(x):
+    """The chance of getting an item of logit x right."""
+    return 1 / (1 + np.exp(-x))
+
+
 def simulate(rng: np.random.Generator, examples: int, seeds: int, rows: int, seed_sd: float,
              resamples: int, effect: float = 0.0) -> dict:
     """One table: `rows` configurations of `seeds` seeds on one fresh dev set, row 1's items
@@ -40,7 +45,7 @@ def simulate(rng: np.random.Generator, examples: int, seeds: int, rows: int, see
     metrics, replicates = [], []
     for row in range(rows):
         shift = difficulty + (effect if row == 1 else 0.0)
-        hits = [(rng.random(examples) < 1 / (1 + np.exp(-(shift + rng.normal(0, seed_sd))))).astype(float)
+        hits = [(rng.random(examples) < logistic(shift + rng.normal(0, seed_sd))).astype(float)
                 for _ in range(seeds)]
         metrics.append([compare.with_overall({"sst_acc": h.mean()}) for h in hits])
         replicates.append([{"sst_acc": drawn @ h / examples} for h in hits])
@@ -62,7 +67,7 @@ def true_delta(effect: float, seed_sd: float, draws: int = 2_000_000, seed: int 
     """The population's Δ accuracy of items `effect` easier on the logit scale, over seeds."""
     rng = np.random.default_rng(seed)
     logit = rng.normal(1.0, 1.5, draws) + rng.normal(0, seed_sd, draws)
-    return float(np.mean(1 / (1 + np.exp(-(logit + effect))) - 1 / (1 + np.exp(-logit))))
+    return float(np.mean(logistic(logit + effect) - logistic(logit)))
 
 
 def power_check(sims: int, examples: int, pilot_seeds: int, pilot_rows: int, seed_sd: float,
