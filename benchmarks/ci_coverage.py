@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import compare  # noqa: E402
+import bootstrap  # noqa: E402
 import power  # noqa: E402
 
 
@@ -47,13 +47,13 @@ def simulate(rng: np.random.Generator, examples: int, seeds: int, rows: int, see
         shift = difficulty + (effect if row == 1 else 0.0)
         hits = [(rng.random(examples) < logistic(shift + rng.normal(0, seed_sd))).astype(float)
                 for _ in range(seeds)]
-        metrics.append([compare.with_overall({"sst_acc": h.mean()}) for h in hits])
+        metrics.append([bootstrap.with_overall({"sst_acc": h.mean()}) for h in hits])
         replicates.append([{"sst_acc": drawn @ h / examples} for h in hits])
-    spread, df = compare.seed_spread(metrics, [[compare.with_overall(r) for r in g] for g in replicates])
-    examples_only, both = (compare.bootstrap_deltas(replicates, noise, df, seed=int(rng.integers(2**31)))[1]
+    spread, df = bootstrap.seed_spread(metrics, [[bootstrap.with_overall(r) for r in g] for g in replicates])
+    examples_only, both = (bootstrap.bootstrap_deltas(replicates, noise, df, seed=int(rng.integers(2**31)))[1]
                            for noise in (None, spread))
     return {"examples": examples_only["sst_acc"], "compare": both["sst_acc"],
-            "boot_se": compare.bootstrap_se(replicates[1], replicates[0], "sst_acc"), "seed_sd": spread.get("sst_acc")}
+            "boot_se": bootstrap.bootstrap_se(replicates[1], replicates[0], "sst_acc"), "seed_sd": spread.get("sst_acc")}
 
 
 def coverage(sims: int, examples: int, seeds: int, rows: int, seed_sd: float, resamples: int,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import bootstrap
 import compare
 import power
 import multitask_classifier as mc
@@ -124,8 +125,8 @@ def test_the_group_replicate_is_the_mean_over_seeds(tmp_path):
     s1 = make_run(tmp_path / "x-s1", ["--seed", 1], sst_wrong=8, para_wrong=3)
     s2 = make_run(tmp_path / "x-s2", ["--seed", 2], sst_wrong=16, para_wrong=9)
     runs = [compare.load_run(p) for p in (ref, s1, s2)]
-    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
-    (ci,) = compare.bootstrap_deltas([[reps[0]], [reps[1], reps[2]]])[1:]
+    reps = bootstrap.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    (ci,) = bootstrap.bootstrap_deltas([[reps[0]], [reps[1], reps[2]]])[1:]
     delta = (reps[1]["sst_acc"] + reps[2]["sst_acc"]) / 2 - reps[0]["sst_acc"]
     assert ci["sst_acc"] == pytest.approx(tuple(np.percentile(delta, [2.5, 97.5])))
     # compare() adds the noise of x's two seeds that the bootstrap does not carry, times
@@ -153,32 +154,15 @@ def test_ensemble_rows_score_the_mean_of_their_seeds_scores_and_leave_the_other_
     dev = [np.load(s / "dev_scores.npz") for s in seeds]
     want = {METRIC_NAMES[t]: task_metric(t, decide(t, np.mean([d[f"{t}_scores"] for d in dev], 0)),
                                          dev[0][f"{t}_labels"]) for t in TASKS}
-    assert e["metrics"] == pytest.approx(compare.with_overall(want))
+    assert e["metrics"] == pytest.approx(bootstrap.with_overall(want))
     # averaging three independent noises: the ensemble's STS r beats its best member's
-    assert e["metrics"]["sts_r"] > max(compare.run_metrics(compare.load_run(s), ["sts"])["sts_r"] for s in seeds)
+    assert e["metrics"]["sts_r"] > max(bootstrap.run_metrics(compare.load_run(s), ["sts"])["sts_r"] for s in seeds)
     assert e["delta"]["overall"][0] == pytest.approx(e["metrics"]["overall"] - rows[0]["metrics"]["overall"])
     # the command line; without a group of several seeds there is nothing to ensemble
     assert compare.main([str(ref), *map(str, seeds), "--ensemble", "--resamples", "5000"]) == 0
     assert "| x ensemble | ensemble of 3 |" in capsys.readouterr().out
     assert compare.main([str(ref), str(seeds[0]), "--ensemble", "--resamples", "5000"]) == 2
     assert "no group of two or more runs" in capsys.readouterr().err
-
-
-def test_seed_spread_pools_what_the_bootstrap_does_not_explain():
-    rng = np.random.default_rng(0)
-    metrics = [[{"m": 0.9}, {"m": 0.8}], [{"m": 0.5}, {"m": 0.7}, {"m": 0.6}], [{"m": 0.1}]]
-    # replicates jittered about each score: the bootstrap's part of the spread between seeds
-    reps = [[{"m": m["m"] + 0.01 * rng.standard_normal(4000)} for m in g] for g in metrics]
-    sd, df = compare.seed_spread(metrics, reps)
-    # squared deviations: 0.005 (first group) + 0.02 (second); the single seed adds nothing
-    between = sum((np.stack([r["m"] for r in g]) - np.stack([r["m"] for r in g]).mean(0)).var(1).sum()
-                  for g in reps)
-    assert 0 < between < 0.001
-    assert df == 3 and sd["m"] == pytest.approx(np.sqrt((0.025 - between) / 3))
-    # seeds that differ no more than resampling explains add nothing (floored at 0)
-    wide = [[{"m": m["m"] + rng.standard_normal(4000)} for m in g] for g in metrics]
-    assert compare.seed_spread(metrics, wide) == ({"m": 0.0}, 3)
-    assert compare.seed_spread([[{"m": 0.9}], [{"m": 0.1}]], [[{"m": np.zeros(3)}], [{"m": np.zeros(3)}]]) == ({}, 0)
 
 
 def test_a_difference_within_the_seed_noise_is_not_significant(tmp_path):
@@ -189,8 +173,8 @@ def test_a_difference_within_the_seed_noise_is_not_significant(tmp_path):
     b = [make_run(tmp_path / f"b-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=w)
          for s, w in ((1, 25), (2, 55))]
     runs = [compare.load_run(p) for p in a + b]
-    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
-    examples_only = compare.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"]
+    reps = bootstrap.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    examples_only = bootstrap.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"]
     assert examples_only[1] < 0  # the old CI: excludes 0
     rows = compare.compare(a + b, resamples=B, seed=0)
     d, lo, hi = rows[1]["delta"]["overall"]
@@ -205,10 +189,10 @@ def test_seeds_that_agree_add_no_noise_and_one_seed_a_row_is_said_to_leave_it_ou
     other = [make_run(tmp_path / f"b-s{s}", ["--seed", s, "--lr", 3e-4], sst_wrong=20) for s in (1, 2)]
     rows = compare.compare(twins + other, resamples=B, seed=0)
     runs = [compare.load_run(p) for p in twins + other]
-    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    reps = bootstrap.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
     assert rows[1]["seed_sd"] == 0.0
     assert rows[1]["delta"]["overall"][1:] == pytest.approx(
-        compare.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"])
+        bootstrap.bootstrap_deltas([reps[:2], reps[2:]])[1]["overall"])
     single = compare.markdown(compare.compare([twins[0], other[0]], resamples=B, seed=0))
     assert "the noise of training is not in the CI" in single
 
@@ -237,12 +221,12 @@ def test_a_row_training_like_its_reference_at_some_of_its_seeds_is_compared_at_t
     # otherwise with the pooled seed noise, the paired row with the spread of its per-seed Δ alone
     parts = ([0, 1, 2], [3, 4], [5, 6], [7])
     runs = [compare.load_run(p) for p in [*ref, *same, *lr, seed4]]
-    reps = compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
-    per_seed = [[compare.with_overall(compare.run_metrics(runs[i], ["sst", "para", "sts"])) for i in g]
+    reps = bootstrap.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)
+    per_seed = [[bootstrap.with_overall(bootstrap.run_metrics(runs[i], ["sst", "para", "sts"])) for i in g]
                 for g in parts]
-    spread, df = compare.seed_spread(per_seed, [[compare.with_overall(reps[i]) for i in g] for g in parts])
+    spread, df = bootstrap.seed_spread(per_seed, [[bootstrap.with_overall(reps[i]) for i in g] for g in parts])
     assert df == 4 and spread["sst_acc"] > 0  # the third seed: noise beyond the bootstrap
-    cis = compare.bootstrap_deltas([[reps[i] for i in g] for g in parts], spread, df, 0,
+    cis = bootstrap.bootstrap_deltas([[reps[i] for i in g] for g in parts], spread, df, 0,
                                    [None, [0, 1], None, None])
     for r, ci in zip(rows[2:], cis[2:]):
         assert r["delta"]["overall"][1:] == pytest.approx(ci["overall"])
@@ -272,15 +256,15 @@ def test_a_paired_rows_ci_carries_how_its_effect_varies_with_the_seed(tmp_path):
     assert rows[1]["paired_seeds"] == [1, 2, 3]
     assert rows[1]["delta"]["sst_acc"][0] == pytest.approx(-6 / 200)
     runs = [compare.load_run(p) for p in [*ref, *q]]
-    reps = [compare.with_overall(r) for r in compare.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)]
-    metrics = [compare.with_overall(compare.run_metrics(r, ["sst", "para", "sts"])) for r in runs]
-    sd, df = compare.paired_spread(metrics[3:], reps[3:], metrics[:3], reps[:3])
+    reps = [bootstrap.with_overall(r) for r in bootstrap.replicate_metrics(runs, ["sst", "para", "sts"], resamples=B, seed=0)]
+    metrics = [bootstrap.with_overall(bootstrap.run_metrics(r, ["sst", "para", "sts"])) for r in runs]
+    sd, df = bootstrap.paired_spread(metrics[3:], reps[3:], metrics[:3], reps[:3])
     assert df == 2 and 0 < sd["overall"] < rows[1]["seed_sd"]  # the Δs vary less than the seeds
     assert rows[1]["paired_sd"] == pytest.approx(sd["overall"])
-    ci = compare.bootstrap_deltas([reps[:3], reps[3:]], {"overall": rows[1]["seed_sd"]}, 4, 0, [None, [0, 1, 2]],
+    ci = bootstrap.bootstrap_deltas([reps[:3], reps[3:]], {"overall": rows[1]["seed_sd"]}, 4, 0, [None, [0, 1, 2]],
                                   [None, (sd, df)])[1]
     assert rows[1]["delta"]["overall"][1:] == pytest.approx(ci["overall"])
-    unpaired = compare.bootstrap_deltas([reps[:3], reps[3:]], {k: rows[1]["seed_sd"] for k in sd}, 4, 0)[1]
+    unpaired = bootstrap.bootstrap_deltas([reps[:3], reps[3:]], {k: rows[1]["seed_sd"] for k in sd}, 4, 0)[1]
     lo, hi = ci["overall"]
     assert unpaired["overall"][0] < lo < hi < unpaired["overall"][1]
 
