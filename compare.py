@@ -134,8 +134,9 @@ def model_key(config: dict | None):
 # configurations differ only by these (and by the seed) move the same weights at each seed.
 # --pair_orders one and predict train alike (both train on one order); --ema, --swa and
 # --wise_alphas average or interpolate weights for evaluation only; --raw_weights scores a run's
-# last step. A new flag of that kind belongs here too, or its rows are compared as unpaired.
-EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights", "int8"}
+# last step; --mc_dropout averages passes with dropout on. A new flag of that kind belongs here
+# too, or its rows are compared as unpaired.
+EVALUATION_ONLY = {"ema", "swa", "wise_alphas", "raw_weights", "int8", "mc_dropout"}
 TRAINS_AS = {"pair_orders": {"predict": "one"}}  # key -> {value: the value it trains as}
 
 

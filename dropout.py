@@ -9,10 +9,13 @@ which keeps the expectation exact. A mask costs about 40% of torch's, forward an
 
 On CUDA, torch's fused dropout is already fast and runs unchanged. `--no-fast_dropout` runs
 torch's dropout on CPU as well, reproducing, bit for bit, runs made before this file existed.
+
+`sampled` turns dropout on in an evaluation (`--mc_dropout`): a prediction as the mean of passes.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -72,3 +75,23 @@ def use_fast(model: nn.Module, on: bool) -> None:
     for m in model.modules():
         if hasattr(m, "fast_dropout"):
             m.fast_dropout = on
+
+
+@contextmanager
+def sampled(model: nn.Module, seed: int = 0):
+    """Dropout on in an evaluation (Monte Carlo dropout): every module that drops (Dropout, and
+    attention) as in training, the rest of `model` as it is (a model in training mode would also,
+    e.g., draw PARA's pair order at random). The masks come from torch's generator seeded with
+    `seed` in a fork of it, so the same evaluation draws the same masks, and a training run that
+    evaluates this way draws what it would have drawn without it."""
+    drops = [m for m in model.modules() if hasattr(m, "fast_dropout")]
+    was = [m.training for m in drops]
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        for m in drops:
+            m.train()
+        try:
+            yield
+        finally:
+            for m, w in zip(drops, was):
+                m.train(w)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from batching import TASKS, eval_order
+from dropout import sampled
 from precision import FP32, Precision
 
 # Column names exactly as the leaderboard reads them ("Similiary" is the leaderboard's spelling).
@@ -43,21 +45,23 @@ def overall(metrics: dict) -> float:
 
 @torch.no_grad()
 def scores(model, data, batch_size: int = 128, device="cpu", desc=None,
-           precision: Precision = FP32) -> np.ndarray:
+           precision: Precision = FP32, passes: int = 1) -> np.ndarray:
     """Scores of every example of `data`, in file order: SST class probabilities [N, 5], PARA
     P(paraphrase) [N], STS similarity [N]. Scores, not decisions, so that an ensemble can average them.
     The forward runs in `precision`'s autocast (the run's, so dev sees the model as it trained);
-    the scores come back as fp32."""
+    the scores come back as fp32. `passes` > 1 (--mc_dropout): each score is the mean of that many
+    passes with dropout on (dropout.sampled), as an ensemble's are over its models."""
     was_training = model.training
     model.eval()
     out = np.zeros((len(data), NUM_SENTIMENTS) if data.task == "sst" else len(data), dtype=np.float32)
     # desc=False: no bar at all; otherwise tqdm's disable=None shows it only on a terminal.
     quiet = True if desc is False else None
-    for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
-                      leave=False, disable=quiet):
-        batch = model.to_device(data.batch(index), device)
-        with precision.autocast():
-            out[index] = model.scores(data.task, batch).float().cpu().numpy()
+    with sampled(model) if passes > 1 else nullcontext():
+        for index in tqdm(eval_order(data.lengths(), batch_size), desc=desc or f"predict {data.task}",
+                          leave=False, disable=quiet):
+            batch = model.to_device(data.batch(index), device)
+            with precision.autocast():
+                out[index] = sum(model.scores(data.task, batch).float() for _ in range(passes)).cpu().numpy() / passes
     model.train(was_training)
     return out
 
@@ -72,9 +76,9 @@ def decide(task: str, s: np.ndarray) -> np.ndarray:
 
 
 def predict(model, data, batch_size: int = 128, device="cpu", desc=None,
-            precision: Precision = FP32) -> np.ndarray:
+            precision: Precision = FP32, passes: int = 1) -> np.ndarray:
     """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
-    return decide(data.task, scores(model, data, batch_size, device, desc, precision))
+    return decide(data.task, scores(model, data, batch_size, device, desc, precision, passes))
 
 
 def dev_metrics(preds: dict, dev: dict) -> dict:

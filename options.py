@@ -40,6 +40,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Settings that follow from others, fixed once so that config.json records what ran."""
     if args.pair_orders is None and not args.eval_only:  # (--eval_only: the saved run's own)
         args.pair_orders = "predict"
+    if args.mc_dropout == 1 and not args.eval_only:  # one plain pass: recorded as runs before the flag
+        args.mc_dropout = None
     if args.lr is None:  # the starter's defaults per mode, with this project's fine-tuning lr
         args.lr = 1e-3 if args.option == "pretrain" else 1e-4
     if args.option == "pretrain":  # only the heads train, at --lr (the starter's meaning)
@@ -58,6 +60,8 @@ def conflict(args: argparse.Namespace) -> str | None:
         return "--ema and --swa are two weight averages: choose one"
     if not 0.0 <= args.swa <= 1.0:
         return f"--swa {args.swa}: the fraction of the run to average lies in [0, 1]"
+    if args.mc_dropout is not None and args.mc_dropout < 1:
+        return f"--mc_dropout {args.mc_dropout}: the passes averaged are at least 1 (1 = off)"
     if args.branches < 1:
         return f"--branches {args.branches}: the number of branches is at least 1 (1 = no fork)"
     if args.branches > 1 and not 0.0 < args.branch_at < 1.0:
@@ -199,6 +203,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--msd", type=int, default=1,
                    help="multi-sample dropout on SST-5: the head's dropout drawn this many times on "
                         "each encoding, their losses averaged (1 = off)")
+    g.add_argument("--mc_dropout", type=int, default=None, metavar="K",
+                   help="score every evaluation and prediction as the mean of K passes with dropout on "
+                        "(Monte Carlo dropout; fixed masks, so repeatable): K times the inference cost, no "
+                        "training step changes (default 1: one pass without dropout). With --eval_only: "
+                        "the saved run's own unless given")
     g.add_argument("--sts_cosent", type=float, default=0.0, metavar="W",
                    help="STS: add W times the CoSENT ranking loss on the batch's cosines to the MSE (0 = off)")
     g.add_argument("--label_smoothing", type=float, default=0.0,

@@ -7,8 +7,8 @@
     python multitask_classifier.py --eval_only --checkpoint runs/X --raw_weights \\
         --scores_out runs/X-raw --no_predictions       # an --swa run without its average
 
-A prediction-time change (today one: `--pair_orders one` or `predict` for a run trained on one
-order) changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
+A prediction-time change (`--pair_orders one` or `predict` for a run trained on one order,
+`--mc_dropout K`) changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
 writes the evaluation as a run folder (config.json, dev_scores.npz, summary.json) that compare.py
 and the sweeps read like any run, paired example by example with the run it was scored from.
 
@@ -43,6 +43,8 @@ def at_prediction(margs: argparse.Namespace, args: argparse.Namespace) -> argpar
         raise RunError("--pair_orders both changes training; with --eval_only only one or predict "
                        "applies (how a run trained on one order predicts)", code=2)
     asked = {k: True for k in ("raw_weights", "int8") if getattr(args, k, False)}
+    if getattr(args, "mc_dropout", None) is not None:
+        asked["mc_dropout"] = args.mc_dropout
     if args.pair_orders is not None and margs.pair_orders in ("one", "predict"):
         asked["pair_orders"] = args.pair_orders
     return argparse.Namespace(**{**vars(margs), **asked}) if asked else margs
@@ -106,8 +108,8 @@ def eval_only(args, device, precision) -> dict:
         data = encode_all(raw, tokenizer, margs)
         dev = {t: data[t, "dev"] for t in TASKS}
         splits = keys if not args.no_predictions else [(t, "dev") for t in TASKS]
-        member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision)
-                  for k in splits}
+        member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision,
+                            margs.mc_dropout or 1) for k in splits}
         if len(args.checkpoint) > 1:
             print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in splits}

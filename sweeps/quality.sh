@@ -178,6 +178,16 @@ in_int8() {  # in_int8 ROW: ROW's models scored in int8
 }
 in_int8 pair-orders-predict
 
+# Monte Carlo dropout (--mc_dropout K) changes no weight either: each saved model of the default
+# now scored as the mean of K passes with dropout on, as ROW-mcK-sSEED, paired seed by seed with
+# its own one-pass scores. K passes cost K evaluations. Table: results/quality-mc-dropout.md.
+MC=()  # ROW-mcK=ROW pairs
+with_mc() {  # with_mc ROW K: ROW's models scored as the mean of K passes with dropout on
+    MC+=("$1-mc$2=$1")
+    scored "$1-mc$2" "$1" --mc_dropout "$2"
+}
+with_mc pair-orders-predict 8
+
 # A weight average changes no training step: each saved model of an averaging row scored from its
 # raw weights at the last step (--raw_weights), as ROW-raw-sSEED, is that very training without
 # the average. Δ = the row minus those, in results/quality-swa.md: at the same seeds, so it is the
@@ -261,6 +271,7 @@ single_table() {
 }
 single_table
 paired_table quality-int8.md "An -int8 row trains nothing: it is each saved model of its reference row scored again with --int8 (--eval_only --scores_out): the same weights, the encoder's linear layers computed in int8, so its wall minutes are the reference's." "${INT8[@]}" || true
+paired_table quality-mc-dropout.md "An -mc row trains nothing: it is each saved model of its reference row scored again as the mean of K passes with dropout on (--eval_only --mc_dropout K --scores_out), so its wall minutes are the reference's." "${MC[@]}" || true
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true
 # The prediction-time rows that have runs, each against the row whose models it scored.

@@ -120,3 +120,25 @@ def test_encoder_trains_with_either_dropout(tiny_config):
         out.sum().backward()
         assert torch.isfinite(out).all() and out[1, 6:].abs().max() == 0
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_sampled_turns_on_the_dropouts_alone_with_repeatable_masks_and_leaves_the_generator_be(tiny_mtbert, tiny_batch):
+    from dropout import sampled
+    model, _ = tiny_mtbert("--hidden_dropout_prob", "0.3")
+    drops = [m for m in model.modules() if hasattr(m, "fast_dropout")]
+    assert drops and not any(m.training for m in model.modules())
+    batch = tiny_batch("sst", B=6)
+    with torch.no_grad():
+        plain = model.scores("sst", batch)
+        before = torch.random.get_rng_state()
+        with sampled(model):
+            assert all(m.training for m in drops) and not model.training  # the pair order stays fixed
+            first = model.scores("sst", batch)
+        with sampled(model):
+            again = model.scores("sst", batch)
+        with sampled(model, seed=1):
+            other = model.scores("sst", batch)
+    assert torch.equal(torch.random.get_rng_state(), before)  # training draws what it would have drawn
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not torch.allclose(first, plain, atol=1e-4)  # dropout really on

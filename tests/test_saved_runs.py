@@ -164,3 +164,30 @@ def test_at_prediction_changes_only_a_one_order_run():
     assert saved_runs.at_prediction(ns(pair_orders="both"), ns(pair_orders="predict")).pair_orders == "both"
     for own in ("one", "predict", "both"):  # not asked: the run's own
         assert saved_runs.at_prediction(ns(pair_orders=own), ns(pair_orders=None)).pair_orders == own
+    # --mc_dropout given: it applies to any run; not given, the run's own
+    assert saved_runs.at_prediction(ns(pair_orders="both", mc_dropout=None), ns(pair_orders=None, mc_dropout=4)).mc_dropout == 4
+    assert saved_runs.at_prediction(ns(pair_orders="one", mc_dropout=4), ns(pair_orders=None, mc_dropout=None)).mc_dropout == 4
+
+
+def test_mc_dropout_scores_the_same_weights_as_the_mean_of_passes_paired_with_the_run(trained, capsys):
+    outs = [trained.root / f"mc-{i}" for i in range(2)]
+    for out in outs:
+        assert mc.main(trained.argv("unused", "--eval_only", "--checkpoint", trained.run, "--mc_dropout", "4",
+                                    "--scores_out", out)) == 0
+    mine, again = (load_dev_scores(o / "dev_scores.npz") for o in outs)
+    theirs = load_dev_scores(trained.run / "dev_scores.npz")
+    for t in mine:
+        np.testing.assert_array_equal(mine[t]["scores"], again[t]["scores"])  # fixed masks: repeatable
+    # means of the passes' scores: SST probabilities summing to 1, P(paraphrase), a score in [0, 5]
+    np.testing.assert_allclose(mine["sst"]["scores"].sum(1), 1.0, atol=1e-5)
+    assert 0 <= mine["para"]["scores"].min() and mine["para"]["scores"].max() <= 1
+    assert 0 <= mine["sts"]["scores"].min() and mine["sts"]["scores"].max() <= 5
+    assert any(not np.allclose(mine[t]["scores"], theirs[t]["scores"], atol=1e-5) for t in mine)
+    cfg, run_cfg = compare.run_config(outs[0]), compare.run_config(trained.run)
+    assert cfg["mc_dropout"] == 4 and run_cfg["mc_dropout"] is None  # one plain pass: recorded as before the flag
+    assert compare.model_key(cfg) != compare.model_key(run_cfg)  # a row of its own,
+    assert compare.training_key(cfg) == compare.training_key(run_cfg)  # paired with the run it scored
+    with pytest.raises(SystemExit) as exit_:  # the parser's one line, before any file is read
+        mc.main(trained.argv("x", "--mc_dropout", "0"))
+    assert exit_.value.code == 2
+    assert "--mc_dropout 0: the passes averaged are at least 1" in capsys.readouterr().err

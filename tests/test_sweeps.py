@@ -176,7 +176,7 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # a fresh machine with only runs on the default now: the table of its rows, and the default's
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
-                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 cross-sts "
+                ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 pair-orders-predict-mc8 cross-sts "
                      "sst-alone para-alone sts-alone",
                 MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -216,6 +216,12 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     row = table_line(int8, "| pair-orders-predict-int8")
     assert "--int8" in row and "| 2 |" in row and "at seeds 1, 2" in row
     assert "pair-orders-predict-int8" not in now and "pair-orders-predict-int8" not in predict
+    # Monte Carlo dropout: the same models scored as the mean of 8 passes, paired seed by seed
+    mc_table = (results / "quality-mc-dropout.md").read_text()
+    assert row_names(mc_table) == ["| pair-orders-predict", "| pair-orders-predict-mc8"]
+    row = table_line(mc_table, "| pair-orders-predict-mc8")
+    assert "--mc_dropout 8" in row and "| 2 |" in row and "at seeds 1, 2" in row
+    assert "pair-orders-predict-mc8" not in now and "pair-orders-predict-mc8" not in int8
     # a row measured on a later machine: its own table against the default, not quality-now.md's
     later = (results / "quality-later.md").read_text()
     assert row_names(later) == ["| pair-orders-predict", "| cross-sts"]

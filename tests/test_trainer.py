@@ -235,3 +235,18 @@ def test_wise_ft_on_some_tasks_picks_its_alpha_by_those_tasks_alone(run_argv, tm
     summary = json.loads((tmp_path / "one" / "run" / "summary.json").read_text())
     assert summary["best"]["wise_alpha"] == 0.5 and summary["best"]["sst_acc"] == 0.7
     assert max(summary["wise_ft"], key=summary["wise_ft"].get) == "0.5"
+
+
+def test_mc_dropout_evaluations_change_no_training_step(run_argv, tmp_path):
+    import multitask_classifier as mc
+    logs, history = [], []
+    for name, extra in (("plain", ()), ("mc", ("--mc_dropout", "3"))):
+        argv = run_argv(name, "--epochs", "1", "--steps_per_epoch", "8", "--eval_every", "3", "--log_every", "1",
+                        "--no_predictions", *extra)
+        assert mc.main(argv) == 0
+        logs.append(_jsonl(tmp_path / name / "run" / "train_log.jsonl"))
+        history.append(_jsonl(tmp_path / name / "run" / "metrics.jsonl"))
+    # the passes' masks come from a fork of the generator: every step after an evaluation is the same
+    assert [r for r in logs[0] if "step" in r] == [r for r in logs[1] if "step" in r]
+    assert [h["step"] for h in history[0]] == [h["step"] for h in history[1]] == [3, 6, 8]
+    assert [h["overall"] for h in history[0]] != [h["overall"] for h in history[1]]  # scored otherwise
