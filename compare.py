@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import re
 import sys
 import zipfile
@@ -89,7 +90,9 @@ def load_run(folder) -> dict:
         summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise CompareError(f"{folder}: unreadable run file ({' '.join(str(e).split())[:200]})") from None
-    return {"path": folder, "name": folder.resolve().name, "config": config, "dev": dev,
+    # its name as given, "." and ".." made absolute but a link not followed: a run linked into
+    # another sweep's folder as NAME-sSEED joins that row, not the row of the folder it points to
+    return {"path": folder, "name": Path(os.path.abspath(folder)).name, "config": config, "dev": dev,
             "wall_s": summary.get("wall_s")}
 
 

@@ -118,6 +118,12 @@ def test_runs_differing_only_by_seed_form_a_group(tmp_path):
     assert "Δ overall vs default (95% CI)" in text and "reference" in text
     # --no_group: one row per run
     assert len(compare.compare([s1, lr, s2], resamples=B, by_seed=False)) == 3
+    # a run linked into another sweep's folder is named by the link: it joins that folder's row
+    other = tmp_path / "sweep"
+    other.mkdir()
+    for seed, run in ((1, s1), (2, s2)):
+        (other / f"base-s{seed}").symlink_to(run, target_is_directory=True)
+    assert [r["name"] for r in compare.compare([other / "base-s1", other / "base-s2", lr], resamples=B)] == ["base", "lr"]
 
 
 def test_the_group_replicate_is_the_mean_over_seeds(tmp_path):
