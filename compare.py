@@ -274,8 +274,8 @@ def compare(dirs: list, resamples: int = 10_000, seed: int = 0, by_seed: bool = 
     when against all of the reference's), "reference" (name),
     "resamples", "seed", "notes", "seed_sd" (seed_spread's sd of overall, None when no group has
     two seeds), "seed_df", "paired_sd" (a paired row's own noise), "boot_se" (Δ overall's SE over
-    the bootstrap alone), "n_ref" (the reference's runs), "ensemble" (an --ensemble row)}. Notes name tasks left out; they are
-    printed to stderr too.
+    the bootstrap alone), "n_ref" (the reference's runs), "ensemble" (an --ensemble row)}. Notes
+    name tasks left out; they are printed to stderr too.
 
     `ensembles`: for each group of several seeds, a row for their ensemble (with_ensembles). It
     counts as one run: its CI carries the training noise of one seed, more than the average of
