@@ -45,12 +45,14 @@ def overall(metrics: dict) -> float:
 
 @torch.no_grad()
 def scores(model, data, batch_size: int = 128, device="cpu", desc=None,
-           precision: Precision = FP32, passes: int = 1) -> np.ndarray:
+           precision: Precision = FP32, passes: int | None = 1) -> np.ndarray:
     """Scores of every example of `data`, in file order: SST class probabilities [N, 5], PARA
     P(paraphrase) [N], STS similarity [N]. Scores, not decisions, so that an ensemble can average them.
     The forward runs in `precision`'s autocast (the run's, so dev sees the model as it trained);
     the scores come back as fp32. `passes` > 1 (--mc_dropout): each score is the mean of that many
-    passes with dropout on (dropout.sampled), as an ensemble's are over its models."""
+    passes with dropout on (dropout.sampled), as an ensemble's are over its models; None (a run's
+    --mc_dropout when off) is one plain pass."""
+    passes = passes or 1
     was_training = model.training
     model.eval()
     out = np.zeros((len(data), NUM_SENTIMENTS) if data.task == "sst" else len(data), dtype=np.float32)
@@ -76,7 +78,7 @@ def decide(task: str, s: np.ndarray) -> np.ndarray:
 
 
 def predict(model, data, batch_size: int = 128, device="cpu", desc=None,
-            precision: Precision = FP32, passes: int = 1) -> np.ndarray:
+            precision: Precision = FP32, passes: int | None = 1) -> np.ndarray:
     """Predictions for every example of `data`, in file order: SST classes, PARA 0/1, STS floats."""
     return decide(data.task, scores(model, data, batch_size, device, desc, precision, passes))
 

@@ -109,7 +109,7 @@ def eval_only(args, device, precision) -> dict:
         dev = {t: data[t, "dev"] for t in TASKS}
         splits = keys if not args.no_predictions else [(t, "dev") for t in TASKS]
         member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision,
-                            margs.mc_dropout or 1) for k in splits}
+                            margs.mc_dropout) for k in splits}
         if len(args.checkpoint) > 1:
             print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in splits}

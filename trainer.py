@@ -347,7 +347,7 @@ class Trainer:
     # -- evaluation and checkpoints ----------------------------------------------------------------
     def dev_scores(self) -> dict:
         return {t: scores(self.model, d, self.args.eval_batch_size, self.device, f"dev {t}", self.precision,
-                          self.args.mc_dropout or 1) for t, d in self.dev.items()}
+                          self.args.mc_dropout) for t, d in self.dev.items()}
 
     def evaluate(self, branch: int | None = None):
         """Dev metrics now; the best weights (and their per-example dev scores) kept. With --ema or
@@ -415,7 +415,7 @@ class Trainer:
         if not args.no_predictions:
             dev = self.saved_dev_predictions()
             test = {t: predict(self.model, self.data[t, "test"], args.eval_batch_size, self.device,
-                               f"test {t}", self.precision, args.mc_dropout or 1) for t in TASKS}
+                               f"test {t}", self.precision, args.mc_dropout) for t in TASKS}
             write_prediction_files({**{(t, "dev"): dev[t] for t in TASKS},
                                     **{(t, "test"): test[t] for t in TASKS}}, self.data, args)
         from analysis import write_analysis
