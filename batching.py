@@ -47,7 +47,9 @@ class TaskData:
     """One split of one task, tokenized. Bi-encoder pairs keep two sequences (`a`, `b`);
     single sentences and cross-encoded pairs keep one (`a`, with `b` None), or with both pair
     orders, (s1, s2) in `a` and (s2, s1) in `b`. A cross-encoded pair may also keep its two
-    sentences alone (`singles`, served as batch["s1"], batch["s2"]) for a bi-encoder feature."""
+    sentences alone (`singles`, served as batch["s1"], batch["s2"]) for a bi-encoder feature.
+    Training data may carry a teacher's scores of its examples (`teacher`, served as
+    batch["teacher"]: --distill, distill.py)."""
     task: str
     ids: list[str]
     a: Encoded
@@ -55,6 +57,7 @@ class TaskData:
     labels: torch.Tensor | None
     truncated: int  # how many sequences were cut at max_length
     singles: tuple[Encoded, Encoded] | None = None
+    teacher: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.ids)
@@ -69,7 +72,8 @@ class TaskData:
         cut = lambda e: None if e is None else Encoded(e.ids[:n], e.types[:n], e.lengths[:n])
         return TaskData(self.task, self.ids[:n], cut(self.a), cut(self.b),
                         None if self.labels is None else self.labels[:n], self.truncated,
-                        None if self.singles is None else tuple(map(cut, self.singles)))
+                        None if self.singles is None else tuple(map(cut, self.singles)),
+                        None if self.teacher is None else self.teacher[:n])
 
     def batch(self, index) -> dict:
         index = torch.as_tensor(index, dtype=torch.long)
@@ -80,6 +84,8 @@ class TaskData:
             out["s1"], out["s2"] = (e.batch(index) for e in self.singles)
         if self.labels is not None:
             out["labels"] = self.labels[index]
+        if self.teacher is not None:
+            out["teacher"] = self.teacher[index]
         return out
 
 

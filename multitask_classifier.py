@@ -29,6 +29,7 @@ from batching import TASKS, encode_task
 from bert import BertModel
 from config import BertConfig, ConfigError
 from datasets import DataError, load
+from distill import TeacherError, attach_teacher, soft_target
 from evaluation import NUM_SENTIMENTS, predict
 from dropout import use_fast as use_fast_dropout
 from onednn import use as use_onednn
@@ -152,9 +153,11 @@ class MultitaskBERT(nn.Module):
 
 
 def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[torch.Tensor, dict]:
-    """The task's own loss: cross-entropy (SST), BCE on the logit (PARA), MSE on the score (STS)."""
+    """The task's own loss: cross-entropy (SST), BCE on the logit (PARA), MSE on the score (STS),
+    towards the labels or, with --distill, their mix with a teacher's scores (`target`)."""
     out = model(task, batch, hook)
     y = batch["labels"]
+    target = soft_target(task, y, batch.get("teacher"), model.args.distill_wt)
     if task == "sst":
         draws = out["out"][None]  # [K, B, 5]: K draws of the head's dropout on one encoding
         if model.args.msd > 1 and model.training:
@@ -166,14 +169,14 @@ def task_loss(model: MultitaskBERT, task: str, batch: dict, hook=None) -> tuple[
         # One cross-entropy over all K·B rows is the mean of the K draws' losses. Label smoothing
         # spreads ε of each target over the other classes: SST-5's neighbouring classes are easily
         # confused (most errors are off by one), so hard targets overstate it.
-        loss = F.cross_entropy(draws.flatten(0, 1).float(), y.repeat(len(draws)),
+        loss = F.cross_entropy(draws.flatten(0, 1).float(), torch.cat([target] * len(draws)),
                                label_smoothing=model.args.label_smoothing)
         if model.args.sst_ordinal:
             loss = loss + model.args.sst_ordinal * ordinal_log_loss(out["out"], y)
     elif task == "para":
-        loss = F.binary_cross_entropy_with_logits(out["out"].float(), y.float())
+        loss = F.binary_cross_entropy_with_logits(out["out"].float(), target.float())
     else:
-        loss = F.mse_loss(out["out"].float(), y)
+        loss = F.mse_loss(out["out"].float(), target)
         if model.args.sts_cosent:
             loss = loss + model.args.sts_cosent * cosent_loss(F.cosine_similarity(out["u"], out["v"], dim=-1), y)
     return loss, out
@@ -344,6 +347,8 @@ def train(args, device, precision=FP32) -> dict:
     raw = load_all(args)  # validation first: a bad file stops here, before anything is written
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, max_length=args.max_length)
     data = encode_all(raw, tokenizer, args)
+    if args.distill:
+        attach_teacher(args.distill, data, args.tasks)
     with prepare_run_dir(args) as run_dir:
         encoder, records = in_domain_encoder(args, raw, device, run_dir)
         model = build_model(args, encoder=encoder).to(device)
@@ -373,7 +378,7 @@ def main(argv=None) -> int:
         if args.mnrl and args.para_head == "cross" and "para" in args.tasks:
             print("note: MNRL ranks sentence embeddings; with --para_head cross it is added to SST "
                   "only (--para_head concat adds it to PARA too)", file=sys.stderr)
-        for flag in ("scores_out", "raw_weights", "int8"):
+        for flag in ("scores_out", "raw_weights", "int8", "teacher_out"):
             if getattr(args, flag) and not args.eval_only:
                 raise RunError(f"--{flag} is for an evaluation of a saved run: add --eval_only --checkpoint RUN", code=2)
         if not args.out_dir and not args.eval_only:
@@ -393,7 +398,7 @@ def main(argv=None) -> int:
             eval_only(args, device, precision)
         else:
             train(args, device, precision)
-    except (DataError, CheckpointError, ConfigError, RunFolderBusy, PrecisionError) as e:
+    except (DataError, CheckpointError, ConfigError, RunFolderBusy, PrecisionError, TeacherError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunError as e:

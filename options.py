@@ -58,6 +58,8 @@ def conflict(args: argparse.Namespace) -> str | None:
     """Flags that cannot go together, as the one line the parser prints; None where none clash."""
     if args.ema and args.swa:
         return "--ema and --swa are two weight averages: choose one"
+    if not 0 <= args.distill_wt <= 1:
+        return f"--distill_wt {args.distill_wt:g}: the teacher's share of a target is between 0 and 1"
     if not 0.0 <= args.swa <= 1.0:
         return f"--swa {args.swa}: the fraction of the run to average lies in [0, 1]"
     if args.mc_dropout is not None and args.mc_dropout < 1:
@@ -221,6 +223,12 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--rdrop_tasks", nargs="+", choices=["sst", "para", "sts"], default=["sst"],
                    help="tasks whose steps run R-Drop's two passes (each such step costs about 2x): "
                         "SST-5 by default")
+    g.add_argument("--distill", default="", metavar="FILE",
+                   help="knowledge distillation: train towards the mix of each label with a teacher's score of "
+                        "that training example, from FILE (written by --eval_only --checkpoint RUNS... "
+                        "--teacher_out FILE; distill.py)")
+    g.add_argument("--distill_wt", type=float, default=0.5, metavar="W",
+                   help="with --distill: the teacher's share of each target, 0 to 1")
     g.add_argument("--ema", type=float, default=0.0,
                    help="evaluate, keep and predict with an exponential moving average of the weights "
                         "of this decay (e.g. 0.998, about the last 500 steps; 0 = off; ema.py)")
@@ -310,6 +318,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --eval_only: score each run's weights at its last step (RUN/state) instead of "
                         "its best evaluation's; for an --ema or --swa run, the same training without the "
                         "average (saved_runs.py)")
+    g.add_argument("--teacher_out", default="", metavar="FILE",
+                   help="with --eval_only: also score the training sets (the saved runs' ensemble, each pair in "
+                        "both orders where the runs predict so) into FILE, a teacher for --distill")
     g.add_argument("--int8", action="store_true",
                    help="with --eval_only: predict with the encoder's linear layers in int8 (quantize.py: "
                         "faster on CPU, scores move slightly; README, int8 inference)")

@@ -6,6 +6,8 @@
         --scores_out runs/X-predict --no_predictions   # a prediction-time change, scored for compare.py
     python multitask_classifier.py --eval_only --checkpoint runs/X --raw_weights \\
         --scores_out runs/X-raw --no_predictions       # an --swa run without its average
+    python multitask_classifier.py --eval_only --checkpoint runs/X runs/Y runs/Z \\
+        --teacher_out runs/teacher.npz --no_predictions  # the ensemble's training-set scores (--distill)
 
 A prediction-time change (`--pair_orders one` or `predict` for a run trained on one order,
 `--mc_dropout K`) changes no weight, so its fairest test is the same weights scored both ways: `--scores_out DIR`
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from batching import TASKS
 from checkpoint import recover_folder, verify_folder
+from distill import save_teacher
 from evaluation import decide, dev_metrics, metrics_line, save_dev_scores, scores, write_prediction_files
 from multitask_classifier import build_model, encode_all, load_all, prepare_run_dir
 from options import saved_args
@@ -100,20 +103,27 @@ def eval_only(args, device, precision) -> dict:
     if args.scores_out and len(args.checkpoint) > 1:
         raise RunError("--scores_out scores one run (an ensemble's dev scores: compare.py --ensemble)", code=2)
     t0 = time.time()
-    raw = load_all(argparse.Namespace(**{**vars(args), "tasks": []}))
+    teach = [(t, "train") for t in TASKS] if args.teacher_out else []  # --teacher_out scores these too
+    raw = load_all(argparse.Namespace(**{**vars(args), "tasks": [t for t, _ in teach]}))
     keys = [(t, s) for t in TASKS for s in ("dev", "test")]
-    mean = {k: 0.0 for k in keys}
+    splits = (keys if not args.no_predictions else [(t, "dev") for t in TASKS]) + teach
+    mean = {k: 0.0 for k in splits}
     for path in args.checkpoint:
         model, margs, tokenizer = load_run(path, args, device)
-        data = encode_all(raw, tokenizer, margs)
+        # a run that predicts from both pair orders (--pair_orders predict) teaches from both as well
+        orders = "both" if teach and margs.pair_orders == "predict" else margs.pair_orders
+        data = encode_all(raw, tokenizer, argparse.Namespace(**{**vars(margs), "pair_orders": orders}))
         dev = {t: data[t, "dev"] for t in TASKS}
-        splits = keys if not args.no_predictions else [(t, "dev") for t in TASKS]
         member = {k: scores(model, data[k], args.eval_batch_size, device, f"{k[1]} {k[0]}", precision,
                             margs.mc_dropout) for k in splits}
         if len(args.checkpoint) > 1:
             print(f"{path}: " + metrics_line(dev_metrics({t: decide(t, member[t, "dev"]) for t in TASKS}, dev)))
         mean = {k: mean[k] + member[k] / len(args.checkpoint) for k in splits}
-    preds = {k: decide(k[0], v) for k, v in mean.items()}
+    if teach:
+        save_teacher(args.teacher_out, {t: mean[t, s] for t, s in teach}, {t: data[t, s].ids for t, s in teach})
+        print(f"teacher scores of {', '.join(f'{len(data[k])} {k[0]}' for k in teach)} training examples: "
+              f"{args.teacher_out}")
+    preds = {k: decide(k[0], v) for k, v in mean.items() if k not in teach}
     metrics = dev_metrics({t: preds[t, "dev"] for t in TASKS}, dev)
     if not args.no_predictions:
         write_prediction_files(preds, data, args)

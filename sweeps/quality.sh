@@ -212,6 +212,36 @@ at_last_step() {  # at_last_step ROW: ROW's models from their raw weights, again
 at_last_step pal
 at_last_step mlm
 
+# Knowledge distillation (distill.py): the ensemble of the default's models at TEACHER_SEEDS (the
+# NOW_REF row's runs; an ensemble of three scores about 0.772, one model about 0.766) scores the
+# training sets once into $OUT/teacher.npz, and the distill row trains the default towards the mix
+# of each label with that score. Against NOW_REF at the same seeds, whose models taught it (a
+# student at seed 1 learns from the seed-1 model among others). Table: results/quality-distill.md.
+TEACHER=$OUT/teacher.npz
+TEACHER_SEEDS=${TEACHER_SEEDS:-11711 1 2}
+DISTILL=()  # ROW=NOW_REF pairs
+teacher() {  # teacher: write $TEACHER from NOW_REF's models at TEACHER_SEEDS, once
+    local seed members=()
+    for seed in $TEACHER_SEEDS; do members+=("$OUT/$NOW_REF-s$seed"); done
+    if [ -n "${DRY_RUN:-}" ]; then echo "(first: the teacher $TEACHER from ${members[*]})" >&2; return; fi
+    [ -f "$TEACHER" ] && return
+    for seed in "${members[@]}"; do
+        [ -f "$seed/summary.json" ] || { echo "   the teacher needs $seed: SEEDS=\"$TEACHER_SEEDS\" ROWS=$NOW_REF first"; return 1; }
+    done
+    echo "== teacher: the ensemble of ${members[*]} scores the training sets"
+    $PY multitask_classifier.py --eval_only --checkpoint "${members[@]}" --teacher_out "$TEACHER" \
+        --no_predictions > "$OUT/teacher.log" 2>&1 || { echo "   failed, see $OUT/teacher.log"; tail -3 "$OUT/teacher.log"; return 1; }
+}
+distill() {  # distill NAME FLAGS...: NOW_REF's recipe trained on the teacher's soft targets
+    local name=$1; shift
+    selected "$name" || return 0
+    teacher || return 0
+    DISTILL+=("$name=$NOW_REF")
+    # shellcheck disable=SC2086  # NOW_FLAGS is a list of flags
+    today "$name" $NOW_FLAGS --distill "$TEACHER" "$@"
+}
+distill distill-0.5   --distill_wt 0.5       # each target half label, half the ensemble's score
+
 wait  # for runs still going (JOBS>1)
 [ -z "${DRY_RUN:-}" ] || exit 0
 has_runs() { compgen -G "$OUT/$1-s*/summary.json" > /dev/null; }
@@ -272,6 +302,7 @@ single_table() {
 single_table
 paired_table quality-int8.md "An -int8 row trains nothing: it is each saved model of its reference row scored again with --int8 (--eval_only --scores_out): the same weights, the encoder's linear layers computed in int8, so its wall minutes are the reference's." "${INT8[@]}" || true
 paired_table quality-mc-dropout.md "An -mc row trains nothing: it is each saved model of its reference row scored again as the mean of K passes with dropout on (--eval_only --mc_dropout K --scores_out), so its wall minutes are the reference's." "${MC[@]}" || true
+paired_table quality-distill.md "A distill row trains the default on soft targets: each training label mixed with the score of an ensemble of the reference row's models at seeds $TEACHER_SEEDS (distill.py); its wall minutes leave out the teacher's training and scoring." "${DISTILL[@]}" || true
 paired_table quality-swa.md "A -raw row trains nothing: it is each saved model of the averaging row below it scored from the weights training moved, at its last step (--eval_only --raw_weights --scores_out), so it is the same run without the average, and its wall minutes are that run's." "${AVERAGED[@]}" || true
 paired_table quality-last-step.md "A -raw row trains nothing: it is each saved model of its row scored from its weights at the last step (--eval_only --raw_weights --scores_out); swa-0.5-raw, the reference, is the default's training (an --swa run's raw weights), so every row is compared with the default at its last step, and its wall minutes are its row's." "${LAST_STEP[@]}" || true
 # The prediction-time rows that have runs, each against the row whose models it scored.

@@ -177,8 +177,8 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # own models predicted from one order, pooled the right way round (one order against both)
     res = sweep("quality", tmp_path, tiny_bert_dir, tiny_data_dir, SEEDS="1 2", flags=("--epochs", "1", "--steps_per_epoch", "2"),
                 ROWS="pair-orders-predict swa-0.5 pair-orders-one swa-0.5-raw pal pal-raw mlm mlm-raw pair-orders-predict-int8 pair-orders-predict-mc8 cross-sts "
-                     "sst-alone para-alone sts-alone",
-                MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir))
+                     "sst-alone para-alone sts-alone distill-0.5",
+                MLM_EXTRA=mlm_extra(tiny_bert_dir, tiny_data_dir), TEACHER_SEEDS="1 2")
     assert res.returncode == 0, res.stdout + res.stderr
     results = tmp_path / "results"
     assert not (results / "quality.md").exists() and not (results / "quality-today.md").exists()
@@ -234,6 +234,14 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     joined = json.loads((tmp_path / "runs" / "specialists-s1" / "summary.json").read_text())["joined_from"]
     assert joined == {t: str(tmp_path / "runs" / f"{t}-alone-s1") for t in ("sst", "para", "sts")}
     assert "sst-alone" not in later and "sst-alone" not in now
+    # distillation: the default's two models score the training sets once, before the students train
+    teacher = tmp_path / "runs" / "teacher.npz"
+    assert out.count("== teacher") == 1 and out.index("== teacher") < out.index("== distill-0.5-s1: ") and teacher.is_file()
+    distill = (results / "quality-distill.md").read_text()
+    assert row_names(distill) == ["| pair-orders-predict", "| distill-0.5"]
+    assert "| 2 |" in table_line(distill, "| distill-0.5") and "distill-0.5: Δ overall" in distill
+    assert json.loads((tmp_path / "runs" / "distill-0.5-s2" / "config.json").read_text())["distill"] == str(teacher)
+    assert "distill-0.5" not in now and "distill-0.5" not in later
 
 
 def test_ablation_rows_at_two_seeds_make_the_table(tmp_path, tiny_bert_dir, tiny_data_dir):
