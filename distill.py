@@ -32,9 +32,11 @@ class TeacherError(ValueError):
 
 
 def save_teacher(path, scores: dict, ids: dict):
-    """Write the teacher's training-set scores (task -> array, rows in `ids[task]`'s order)."""
-    np.savez(path, **{f"{t}_scores": np.asarray(s, dtype=np.float32) for t, s in scores.items()},
-             **{f"{t}_ids": np.asarray(ids[t], dtype=str) for t in scores})
+    """Write the teacher's training-set scores (task -> array, rows in `ids[task]`'s order) to
+    `path` as named (np.savez given a name would add .npz to one without it)."""
+    with open(path, "wb") as f:
+        np.savez(f, **{f"{t}_scores": np.asarray(s, dtype=np.float32) for t, s in scores.items()},
+                 **{f"{t}_ids": np.asarray(ids[t], dtype=str) for t in scores})
 
 
 def teacher_scores(path, task: str, ids: list[str]) -> torch.Tensor:

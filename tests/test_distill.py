@@ -54,8 +54,9 @@ def test_a_teacher_at_weight_0_is_training_on_the_labels(tiny_mtbert, tiny_batch
 
 # -- the teacher file -----------------------------------------------------------------------------
 def test_teacher_scores_are_found_by_id_and_a_missing_one_is_refused(tmp_path):
-    path = tmp_path / "teacher.npz"
+    path = tmp_path / "teacher"  # the file is the name given, with or without .npz
     save_teacher(path, {"sts": np.array([1.0, 2.0, 3.0])}, {"sts": ["a", "b", "c"]})
+    assert path.is_file()
     assert teacher_scores(path, "sts", ["c", "a"]).tolist() == [3.0, 1.0]
     with pytest.raises(TeacherError, match=r"1 of the 2 sts training examples.*id d"):
         teacher_scores(path, "sts", ["a", "d"])
