@@ -221,12 +221,12 @@ TEACHER=$OUT/teacher.npz
 TEACHER_SEEDS=${TEACHER_SEEDS:-11711 1 2}
 DISTILL=()  # ROW=NOW_REF pairs
 teacher() {  # teacher: write $TEACHER from NOW_REF's models at TEACHER_SEEDS, once
-    local seed members=()
+    local seed m members=()
     for seed in $TEACHER_SEEDS; do members+=("$OUT/$NOW_REF-s$seed"); done
     if [ -n "${DRY_RUN:-}" ]; then echo "(first: the teacher $TEACHER from ${members[*]})" >&2; return; fi
     [ -f "$TEACHER" ] && return
-    for seed in "${members[@]}"; do
-        [ -f "$seed/summary.json" ] || { echo "   the teacher needs $seed: SEEDS=\"$TEACHER_SEEDS\" ROWS=$NOW_REF first"; return 1; }
+    for m in "${members[@]}"; do
+        [ -f "$m/summary.json" ] || { echo "   the teacher needs $m: SEEDS=\"$TEACHER_SEEDS\" ROWS=$NOW_REF first"; return 1; }
     done
     echo "== teacher: the ensemble of ${members[*]} scores the training sets"
     $PY multitask_classifier.py --eval_only --checkpoint "${members[@]}" --teacher_out "$TEACHER" \
