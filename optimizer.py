@@ -18,7 +18,21 @@ from torch.optim import Optimizer
 BATCH_VALUES = 1 << 20
 
 
+def _undecorated(name: str):
+    """torch.optim.Optimizer's method `name` without the wrapper torch puts around it so that
+    torch.compile skips it. That wrapper imports all of torch._dynamo (about 1.5 s) on its first
+    call, in every process that builds an optimizer; this one is never compiled, so it calls the
+    method underneath (the method itself where a torch version has no wrapper)."""
+    method = getattr(Optimizer, name)
+    return getattr(method, "__wrapped__", method)
+
+
 class AdamW(Optimizer):
+    add_param_group = _undecorated("add_param_group")
+    zero_grad = _undecorated("zero_grad")
+    state_dict = _undecorated("state_dict")
+    load_state_dict = _undecorated("load_state_dict")
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, correct_bias: bool = True):
         if lr < 0.0:

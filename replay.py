@@ -28,7 +28,7 @@ BOOKKEEPING = (*NOT_REPLAYED, "no_predictions", "threads", "onednn", "mlm_cache"
 # then neither splits runs that trained alike nor shows as a flag of theirs.
 USED_ONLY_WITH = {"smart_eps": "smart", "smart_wt": "smart", "smart_steps": "smart", "smart_tasks": "smart",
                   "fgsm_eps": "fgsm", "mnrl_wt": "mnrl", "pal_dim": "pal", "pal_heads": "pal",
-                  "rdrop_tasks": "rdrop"}
+                  "rdrop_tasks": "rdrop", "distill_wt": "distill"}
 
 
 def trained_settings(config: dict, defaults: dict) -> dict:

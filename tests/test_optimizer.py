@@ -287,3 +287,23 @@ def test_batches_split_by_size_without_changing_the_result(monkeypatch):
     _train_sometimes(split, AdamW(_three_groups(split)), data)
     assert len(calls) > 3 * len(data)  # more fused calls than groups: the groups were split
     assert _max_diff(split, whole) == 0
+
+
+def test_a_process_that_builds_steps_saves_and_loads_the_optimizer_never_imports_dynamo():
+    # torch wraps four Optimizer methods for torch.compile; their first call imports torch._dynamo
+    # (about 1.5 s of every run's start). A fresh process, since this one may have imported it.
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, torch\n"
+            "from optimizer import AdamW\n"
+            "m = torch.nn.Linear(3, 2)\n"
+            "o = AdamW([{'params': [m.weight]}, {'params': [m.bias], 'lr': 0.1}], lr=1e-3, weight_decay=0.01)\n"
+            "m(torch.randn(4, 3)).sum().backward(); o.step(); o.zero_grad()\n"
+            "o.load_state_dict(o.state_dict()); o.add_param_group({'params': [torch.nn.Parameter(torch.zeros(2))]})\n"
+            "assert m.weight.grad is None and len(o.param_groups) == 3 and o.param_groups[1]['lr'] == 0.1\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

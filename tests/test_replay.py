@@ -93,12 +93,14 @@ def test_trained_settings_reads_an_off_extensions_settings_at_the_defaults():
     defaults = vars(mc.parse_args([]))
     assert all(k in defaults and v in defaults for k, v in USED_ONLY_WITH.items())  # no stale names
     off = vars(mc.parse_args(["--smart_eps", "1e-5", "--fgsm_eps", "0.5", "--rdrop", "0",
-                              "--rdrop_tasks", "sst", "para", "--lr", "3e-4"]))
+                              "--rdrop_tasks", "sst", "para", "--lr", "3e-4",
+                              "--distill_wt", "0.3"]))
     read = trained_settings(off, defaults)
-    assert {k: read[k] for k in ("smart_eps", "fgsm_eps", "rdrop_tasks")} == \
-        {k: defaults[k] for k in ("smart_eps", "fgsm_eps", "rdrop_tasks")}
+    assert {k: read[k] for k in ("smart_eps", "fgsm_eps", "rdrop_tasks", "distill_wt")} == \
+        {k: defaults[k] for k in ("smart_eps", "fgsm_eps", "rdrop_tasks", "distill_wt")}
     assert read["lr"] == 3e-4 and read["rdrop"] == 0  # the rest as saved
-    on = vars(mc.parse_args(["--smart", "--smart_eps", "1e-5", "--rdrop_tasks", "sst", "para"]))
+    on = vars(mc.parse_args(["--smart", "--smart_eps", "1e-5", "--rdrop_tasks", "sst", "para",
+                             "--distill", "teacher.npz", "--distill_wt", "0.3"]))
     assert trained_settings(on, defaults) == on  # extensions on: every setting counts
 
 
