@@ -229,8 +229,10 @@ teacher() {  # teacher: write $TEACHER from NOW_REF's models at TEACHER_SEEDS, o
         [ -f "$m/summary.json" ] || { echo "   the teacher needs $m: SEEDS=\"$TEACHER_SEEDS\" ROWS=$NOW_REF first"; return 1; }
     done
     echo "== teacher: the ensemble of ${members[*]} scores the training sets"
+    # EXTRA as for every run: the training files it names are the ones the students train on
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
     $PY multitask_classifier.py --eval_only --checkpoint "${members[@]}" --teacher_out "$TEACHER" \
-        --no_predictions > "$OUT/teacher.log" 2>&1 || { echo "   failed, see $OUT/teacher.log"; tail -3 "$OUT/teacher.log"; return 1; }
+        --no_predictions ${EXTRA:-} > "$OUT/teacher.log" 2>&1 || { echo "   failed, see $OUT/teacher.log"; tail -3 "$OUT/teacher.log"; return 1; }
 }
 distill() {  # distill NAME FLAGS...: NOW_REF's recipe trained on the teacher's soft targets
     local name=$1; shift

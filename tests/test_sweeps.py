@@ -237,6 +237,8 @@ def test_quality_rows_on_the_default_now_make_their_own_tables(tmp_path, tiny_be
     # distillation: the default's two models score the training sets once, before the students train
     teacher = tmp_path / "runs" / "teacher.npz"
     assert out.count("== teacher") == 1 and out.index("== teacher") < out.index("== distill-0.5-s1: ") and teacher.is_file()
+    # the training files of EXTRA, the students' own, not the repository's data/
+    assert "teacher scores of 48 sst, 48 para, 48 sts training examples" in (tmp_path / "runs" / "teacher.log").read_text()
     distill = (results / "quality-distill.md").read_text()
     assert row_names(distill) == ["| pair-orders-predict", "| distill-0.5"]
     assert "| 2 |" in table_line(distill, "| distill-0.5") and "distill-0.5: Δ overall" in distill
