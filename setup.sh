@@ -42,4 +42,4 @@ else
     done
     say "downloaded$missing from $URL into data/"
 fi
-say "done. Main job: .venv/bin/python multitask_classifier.py   Tests: .venv/bin/python -m pytest -q tests"
+say "done. Main job: .venv/bin/python multitask_classifier.py   Tests: .venv/bin/python -m pytest -q -n 2 tests"
