@@ -23,6 +23,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped where there is none (CI)")
 
 
+# Modules whose tests take tens of seconds each (whole sweeps, two-process runs, compiling, the
+# speed benchmark). They run first: with `-n 2` the two workers then share the many short tests
+# at the end, instead of one worker waiting out the last long one.
+LONG_FIRST = ("test_sweeps.py", "test_distributed.py", "test_bench_speed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: each module's order kept
+
+
 def _rows(name: str, n: int) -> list[list[str]]:
     """The first n data rows of a data/ file (tab separated, header, leading index column)."""
     path = DATA / name
