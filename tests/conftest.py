@@ -23,7 +23,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped where there is none (CI)")
 
 
-# Modules whose tests take tens of seconds each (whole sweeps, two-process runs, compiling, the
+# Modules whose tests take tens of seconds each (whole sweeps, two-process runs, the
 # speed benchmark). They run first: with `-n 2` the two workers then share the many short tests
 # at the end, instead of one worker waiting out the last long one.
 LONG_FIRST = ("test_sweeps.py", "test_distributed.py", "test_bench_speed.py")
