@@ -228,11 +228,10 @@ teacher() {  # teacher: write $TEACHER from NOW_REF's models at TEACHER_SEEDS, o
     for m in "${members[@]}"; do
         [ -f "$m/summary.json" ] || { echo "   the teacher needs $m: SEEDS=\"$TEACHER_SEEDS\" ROWS=$NOW_REF first"; return 1; }
     done
-    echo "== teacher: the ensemble of ${members[*]} scores the training sets"
-    # EXTRA as for every run: the training files it names are the ones the students train on
-    # shellcheck disable=SC2086  # EXTRA is a list of flags
-    $PY multitask_classifier.py --eval_only --checkpoint "${members[@]}" --teacher_out "$TEACHER" \
-        --no_predictions ${EXTRA:-} > "$OUT/teacher.log" 2>&1 || { echo "   failed, see $OUT/teacher.log"; tail -3 "$OUT/teacher.log"; return 1; }
+    # common.sh's runner, as every run (with EXTRA: the training files the students train on), in
+    # the foreground even with JOBS > 1, since the students need the file; it writes no run folder
+    train teacher --eval_only --checkpoint "${members[@]}" --teacher_out "$TEACHER" --no_predictions
+    [ -f "$TEACHER" ]
 }
 distill() {  # distill NAME FLAGS...: NOW_REF's recipe trained on the teacher's soft targets
     local name=$1; shift
